@@ -1,0 +1,1 @@
+"""Subcommand modules of the `ftslurm` command; each exposes `register(subparsers)`."""

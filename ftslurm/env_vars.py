@@ -1,0 +1,16 @@
+"""Names of the environment variables ftslurm sets for (or reads from) jobs and ranks.
+
+One place for the contract between the sbatch script, the launcher, the chain and the workload.
+"""
+
+#: Path of the flag file whose existence ends the auto-resume chain (name kept from
+#: nvidia-resiliency-ext so workloads migrate unchanged).
+FINISHED_FLAG_FILE = "FAULT_TOL_FINISHED_FLAG_FILE"
+#: The run directory (ledger, attempts, learned timeouts).
+RUN_DIR = "FTSLURM_RUN_DIR"
+#: The attempt number of the chain, starting at 1.
+ATTEMPT = "FTSLURM_ATTEMPT"
+#: Path of the fault-tolerance YAML file the launcher reads (the job spec's `fault_tolerance:`).
+FT_CONFIG_FILE = "FTSLURM_FT_CONFIG"
+#: Directory of the dev cluster's state (scripts/slurm-dev-cluster); optional.
+DEV_CLUSTER_DIR = "FTSLURM_DEV_CLUSTER_DIR"

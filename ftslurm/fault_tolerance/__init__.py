@@ -1,0 +1,1 @@
+"""Fault tolerance inside an allocation: the rank monitor client, the monitor and the launcher."""

@@ -1,0 +1,1 @@
+"""The sbatch templates shipped with ftslurm (read with importlib.resources)."""
