@@ -10,7 +10,7 @@ FAILED = 1
 USAGE = 2
 #: A SLURM command (sbatch, sacct, ...) failed; its command line and stderr were printed.
 SLURM_ERROR = 3
-#: The workload asked not to be retried; matches nvidia-resiliency-ext's default so users can migrate.
+#: The workload asked not to be retried (nvidia-resiliency-ext's default, eases migration).
 DO_NOT_RETRY = 93
 #: The launcher stopped the ranks because it was asked to (SIGTERM, SIGINT, the warning signal).
 STOPPED = 94

@@ -1,0 +1,80 @@
+"""Shared pytest fixtures: the real SLURM dev cluster (started here when needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.slurm_ci import running_in_ci
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_CLUSTER = REPO_ROOT / "scripts" / "slurm-dev-cluster"
+
+
+@dataclass(frozen=True)
+class DevCluster:
+    """What tests need to know about the running SLURM cluster."""
+
+    conf: Path
+    nodes: tuple[str, ...] = ("n1", "n2")
+    default_partition: str = "batch"
+    high_priority_partition: str = "urgent"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _healthy(conf: str) -> bool:
+    env = {**os.environ, "SLURM_CONF": conf}
+    try:
+        result = subprocess.run(
+            ["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and "UP" in result.stdout
+
+
+def _env_from_script() -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, str(DEV_CLUSTER), "env", "--format", "lines"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> DevCluster:
+    """The real SLURM cluster: the one named by a healthy $SLURM_CONF, or the dev cluster (started
+    here if needed). Sets SLURM_CONF in os.environ for the whole session so subprocesses see it."""
+    conf = os.environ.get("SLURM_CONF")
+    if conf and _healthy(conf):
+        return DevCluster(conf=Path(conf), env={"SLURM_CONF": conf})
+    if shutil.which("slurmctld") is None and not running_in_ci() and os.geteuid() != 0:
+        pytest.skip("SLURM is not installed and we are not root: run scripts/slurm-dev-cluster up")
+    result = subprocess.run(
+        [sys.executable, str(DEV_CLUSTER), "up"], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        message = f"scripts/slurm-dev-cluster up failed:\n{result.stdout}\n{result.stderr}"
+        if running_in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    env = _env_from_script()
+    os.environ.update(env)
+    return DevCluster(conf=Path(env["SLURM_CONF"]), env=env)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test marked `slurm` gets the cluster fixture, so none can forget it."""
+    for item in items:
+        if item.get_closest_marker("slurm") and "slurm_cluster" not in getattr(
+            item, "fixturenames", ()
+        ):
+            item.fixturenames.insert(0, "slurm_cluster")
+
+
