@@ -3,4 +3,8 @@
 Importing the package is cheap: heavy parts (torch, the launcher, Lightning) load only when used.
 """
 
+from ftslurm.shutdown import GracefulShutdown, PeerLostError
+
 __version__ = "0.1.0"
+
+__all__ = ["GracefulShutdown", "PeerLostError", "__version__"]
