@@ -14,3 +14,5 @@ ATTEMPT = "FTSLURM_ATTEMPT"
 FT_CONFIG_FILE = "FTSLURM_FT_CONFIG"
 #: Directory of the dev cluster's state (scripts/slurm-dev-cluster); optional.
 DEV_CLUSTER_DIR = "FTSLURM_DEV_CLUSTER_DIR"
+#: The job id of an attempt run by the local backend (what SLURM_JOB_ID is under SLURM).
+LOCAL_JOB_ID = "FTSLURM_LOCAL_JOB_ID"

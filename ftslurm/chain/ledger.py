@@ -1,0 +1,356 @@
+"""The run directory's ledger: every attempt of the chain, stored so that any process may die.
+
+`<run_dir>/ledger.json` is one JSON document: a header (format name and version, run id, the job
+spec's fingerprint, the chain settings) and a list of event records. Every change happens under a
+`filelock` lock on `ledger.json.lock`: read, append one record, write a temporary file, fsync it,
+rename it over the ledger, fsync the directory. A crash leaves either the old or the new file, never
+a torn one, and the rename is atomic on the shared file systems run dirs live on (O_APPEND is not
+atomic across NFS clients, which is why this is not a JSON-lines file). See docs/autoresume.md.
+
+Submitting is two records: an `intent` (the attempt number is reserved) before the scheduler is
+asked, then `submitted` with the job id. A watcher killed between the two finds the intent when it
+restarts and looks the attempt's tag up in the scheduler instead of submitting it again
+(`Ledger.submit_attempt`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from ftslurm.chain.outcome import Outcome
+from ftslurm.chain.runstate import AttemptView, LedgerError, RunState, RunStatus, fold
+
+__all__ = [
+    "FORMAT",
+    "LEDGER_FILE",
+    "PROGRESS_FILE",
+    "VERSION",
+    "AttemptView",
+    "Ledger",
+    "LedgerError",
+    "RunState",
+    "fingerprint",
+    "read_progress",
+    "write_progress",
+]
+
+FORMAT = "ftslurm.ledger"
+VERSION = 1
+LEDGER_FILE = "ledger.json"
+#: The progress marker: the workload (or launcher) writes its step number here, or touches it.
+PROGRESS_FILE = "progress"
+_MOVE_ASIDE = "move the run directory (or the file) aside and start a new run"
+
+
+def fingerprint(data: str | bytes) -> str:
+    """A stable fingerprint of the job spec text, stored in the ledger header."""
+    raw = data.encode() if isinstance(data, str) else data
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_progress(run_dir: str | os.PathLike[str]) -> int | None:
+    """The run's progress marker: the integer in `<run_dir>/progress`, or its mtime in ns when the
+    file is empty or not an integer (a workload may just touch it); None when absent."""
+    path = Path(run_dir) / PROGRESS_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return mtime
+
+
+def write_progress(run_dir: str | os.PathLike[str], step: int) -> None:
+    """Set the progress marker to `step` atomically (for workloads and the launcher)."""
+    _write_atomic(Path(run_dir) / PROGRESS_FILE, f"{int(step)}\n")
+
+
+class Ledger:
+    """The ledger of one run directory. Cheap to construct; every call reads the file afresh."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, lock_timeout: float = 120.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LEDGER_FILE
+        self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout)
+
+    # -- creation and reading ---------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        run_dir: str | os.PathLike[str],
+        *,
+        spec_fingerprint: str,
+        settings: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Ledger:
+        """Create the run's ledger, or reopen it when it exists for the same job spec.
+
+        Raises `LedgerError` when the existing ledger belongs to a different spec (or is corrupt).
+        """
+        ledger = cls(run_dir)
+        ledger.run_dir.mkdir(parents=True, exist_ok=True)
+        with ledger.locked():
+            if ledger.path.exists():
+                header, _ = ledger._read()
+                if header["spec_fingerprint"] != spec_fingerprint:
+                    raise LedgerError(
+                        f"{ledger.path} belongs to another job spec "
+                        f"({header['spec_fingerprint']}, not {spec_fingerprint})",
+                        hint="use a new run directory for a changed job spec",
+                    )
+                return ledger
+            header = {
+                "format": FORMAT,
+                "version": VERSION,
+                "run_id": run_id or uuid.uuid4().hex[:12],
+                "spec_fingerprint": spec_fingerprint,
+                "settings": dict(settings or {}),
+                "created_at": time.time(),
+            }
+            ledger._write(header, [])
+        return ledger
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str]) -> Ledger:
+        """The existing ledger of `run_dir`; `LedgerError` if there is none or it is unreadable."""
+        ledger = cls(run_dir)
+        ledger.state()
+        return ledger
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Ledger]:
+        """Hold the ledger lock across several calls (they re-enter it): read, decide, submit and
+        record as one step that no other watcher can interleave with. Re-entrant for this
+        `Ledger` object only: do not nest the locks of two objects on the same run dir."""
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise LedgerError(
+                f"{self._lock.lock_file} stayed locked for {self._lock.timeout:.0f} s",
+                hint="another ftslurm process holds it; check for a stuck watcher",
+            ) from None
+        try:
+            yield self
+        finally:
+            self._lock.release()
+
+    def state(self) -> RunState:
+        """Fold the ledger into a `RunState` (under the lock, so never half a change)."""
+        with self.locked():
+            header, records = self._read()
+        return fold(header, records)
+
+    def _read(self) -> tuple[dict[str, Any], list[Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise LedgerError(
+                f"no ledger at {self.path}",
+                hint="is this a run directory? `ftslurm submit` makes one",
+            ) from None
+        except UnicodeDecodeError:
+            raise LedgerError(f"{self.path} is not text: corrupted", hint=_MOVE_ASIDE) from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LedgerError(f"{self.path} is corrupted: {error}", hint=_MOVE_ASIDE) from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise LedgerError(f"{self.path} is not an ftslurm ledger", hint=_MOVE_ASIDE)
+        version = doc.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise LedgerError(
+                f"{self.path} has format version {version!r}; this ftslurm reads up to {VERSION}",
+                hint="use the ftslurm version that created the run",
+            )
+        records = doc.get("records")
+        missing = [k for k in ("run_id", "spec_fingerprint", "created_at") if k not in doc]
+        if not isinstance(records, list) or missing:
+            raise LedgerError(f"{self.path} is corrupted: bad header or records", hint=_MOVE_ASIDE)
+        return doc, records
+
+    def _write(self, header: Mapping[str, Any], records: Sequence[Any]) -> None:
+        doc = {**header, "records": list(records)}
+        _write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+    def _append(self, kind: str, **fields: Any) -> RunState:
+        """Append one record (the caller holds the lock) and return the new state."""
+        header, records = self._read()
+        records.append({"type": kind, "at": time.time(), **fields})
+        state = fold(header, records)  # validates the record before it reaches the disk
+        self._write(header, records)
+        return state
+
+    def _attempt(self, state: RunState, number: int) -> AttemptView:
+        view = state.attempt(number)
+        if view is None:
+            raise LedgerError(f"attempt {number} was never reserved in {self.path}")
+        return view
+
+    # -- the attempt's life: reserve, submit, start, end -------------------------------------
+
+    def reserve(self, attempt: int) -> tuple[AttemptView, bool]:
+        """Reserve attempt number `attempt` before submitting it. Idempotent: when it is already
+        reserved, return its view and False (a second watcher or a requeued job must not submit a
+        second one). Raises `LedgerError` for any number but the next one, or an ended run."""
+        with self.locked():
+            state = self.state()
+            existing = state.attempt(attempt)
+            if existing is not None:
+                return existing, False
+            if state.run_status != "running":
+                raise LedgerError(f"the run is {state.run_status}: no attempt may be reserved")
+            if attempt != state.next_attempt:
+                raise LedgerError(
+                    f"cannot reserve attempt {attempt}: the next attempt is {state.next_attempt}"
+                )
+            state = self._append("intent", attempt=attempt, tag=f"{state.run_id}.{attempt}")
+            return self._attempt(state, attempt), True
+
+    def record_submitted(self, attempt: int, job_id: str) -> AttemptView:
+        """The scheduler accepted the reserved attempt as job `job_id`."""
+        with self.locked():
+            view = self._attempt(self.state(), attempt)
+            if view.job_id is not None and view.job_id != str(job_id):
+                raise LedgerError(f"attempt {attempt} is already job {view.job_id}, not {job_id}")
+            return self._attempt(self._append("submitted", attempt=attempt, job_id=str(job_id)),
+                                 attempt)
+
+    def record_submit_failed(self, attempt: int, error: str) -> AttemptView:
+        """Submitting the reserved attempt failed. It stays reserved: the next `submit_attempt`
+        looks its tag up (the submission may have gone through after all) and retries."""
+        with self.locked():
+            self._attempt(self.state(), attempt)
+            return self._attempt(self._append("submit_failed", attempt=attempt, error=error),
+                                 attempt)
+
+    def submit_attempt(
+        self,
+        attempt: int,
+        submit: Callable[[str], str],
+        find: Callable[[str], Sequence[str]],
+    ) -> str:
+        """Reserve `attempt`, submit it with `submit(tag) -> job_id`, record the job id; all under
+        the lock, so two watchers never both submit. An earlier reservation without a job id (its
+        watcher died) is reconciled with `find(tag) -> job ids` before anything is submitted."""
+        with self.locked():
+            view, created = self.reserve(attempt)
+            if view.job_id is not None:
+                return view.job_id
+            if not created:
+                found = list(find(view.tag))
+                if len(found) > 1:
+                    raise LedgerError(
+                        f"attempt {attempt} ({view.tag}) matches several jobs: {', '.join(found)}",
+                        hint="cancel the extra jobs by hand, then run the watcher again",
+                    )
+                if found:
+                    return self.record_submitted(attempt, found[0]).job_id or found[0]
+            try:
+                job_id = submit(view.tag)
+            except BaseException as error:
+                self.record_submit_failed(attempt, f"{type(error).__name__}: {error}")
+                raise
+            self.record_submitted(attempt, job_id)
+            return str(job_id)
+
+    def record_start(
+        self,
+        attempt: int,
+        job_id: str,
+        *,
+        nodes: Sequence[str] = (),
+        requeue_count: int = 0,
+        progress: int | None = None,
+    ) -> AttemptView:
+        """The attempt's job started (again, when requeued: `requeue_count` > 0)."""
+        with self.locked():
+            view = self._attempt(self.state(), attempt)
+            if view.job_id is not None and view.job_id != str(job_id):
+                raise LedgerError(f"attempt {attempt} is job {view.job_id}, not {job_id}")
+            state = self._append(
+                "started", attempt=attempt, job_id=str(job_id), nodes=list(nodes),
+                requeue_count=int(requeue_count), progress=progress,
+            )
+            return self._attempt(state, attempt)
+
+    def record_end(
+        self,
+        attempt: int,
+        *,
+        outcome: Outcome,
+        reason: str,
+        job_id: str | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        scheduler_state: str | None = None,
+        progress: int | None = None,
+        blamed_nodes: Sequence[str] = (),
+        source: str = "chain",
+        provisional: bool = False,
+    ) -> tuple[AttemptView, bool]:
+        """Record how the attempt ended. The first final record wins: when the attempt already has
+        a final end, nothing is written and (its view, False) is returned. A `provisional` end (no
+        scheduler state yet) may be completed by a later call, e.g. from sacct."""
+        with self.locked():
+            view = self._attempt(self.state(), attempt)
+            if view.status == "ended" and not view.provisional:
+                return view, False
+            state = self._append(
+                "ended", attempt=attempt, job_id=None if job_id is None else str(job_id),
+                outcome=Outcome(outcome).value, reason=reason, exit_code=exit_code,
+                signal=signal, scheduler_state=scheduler_state, progress=progress,
+                blamed_nodes=list(blamed_nodes), source=source, provisional=bool(provisional),
+            )
+            return self._attempt(state, attempt), True
+
+    def record_progress(self, attempt: int, value: int) -> AttemptView:
+        """A progress marker value seen while the attempt ran."""
+        with self.locked():
+            self._attempt(self.state(), attempt)
+            return self._attempt(self._append("progress", attempt=attempt, value=int(value)),
+                                 attempt)
+
+    # -- the run's life ----------------------------------------------------------------------
+
+    def record_cancel(self, reason: str) -> RunState:
+        """The user asked to cancel the run; the first request's reason is kept."""
+        with self.locked():
+            return self._append("cancel", reason=reason)
+
+    def record_run_end(self, status: RunStatus, reason: str) -> RunState:
+        """The chain stopped for good (finished, failed or cancelled); the first call wins."""
+        if status not in ("finished", "failed", "cancelled"):
+            raise ValueError(f"not a final run status: {status!r}")
+        with self.locked():
+            state = self.state()
+            if state.run_status != "running":
+                return state
+            return self._append("run_end", state=status, reason=reason)

@@ -1,0 +1,72 @@
+"""The one vocabulary of attempt outcomes, and the two rules every part of the chain shares.
+
+docs/autoresume.md is the prose version of this module; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Outcome(str, enum.Enum):
+    """How one attempt of the chain ended."""
+
+    #: The finished flag file exists: the run is done.
+    FINISHED = "finished"
+    #: The workload stopped cleanly without finishing (graceful stop, clean exit): resume.
+    STOPPED = "stopped"
+    #: The scheduler took the allocation away (preemption, requeue, admin cancel): resume.
+    PREEMPTED = "preempted"
+    #: The time limit (or deadline) ended the attempt: resume.
+    TIMEOUT = "timeout"
+    #: A node died or never booted: resume elsewhere; a failure only without progress.
+    NODE_FAIL = "node_fail"
+    #: The workload or the launcher failed (non-zero exit, out of memory, killed).
+    FAILED = "failed"
+    #: The workload exited with the do-not-retry code: the run stops at once.
+    FATAL = "fatal"
+    #: The user cancelled the attempt: the run stops.
+    CANCELLED = "cancelled"
+
+
+#: Outcomes that mean the workload ran on and can resume: they count as progress by themselves.
+PROGRESS_OUTCOMES = frozenset(
+    {Outcome.FINISHED, Outcome.STOPPED, Outcome.PREEMPTED, Outcome.TIMEOUT}
+)
+
+
+def made_progress(outcome: Outcome, before: int | None, after: int | None) -> bool:
+    """Whether an attempt advanced the run.
+
+    `before` and `after` are the run's progress marker (an integer that only grows, see
+    `ftslurm.chain.ledger.read_progress`) when the attempt started and ended; None means unknown.
+    An attempt that ended in finished / stopped / preempted / timeout made progress by definition.
+    """
+    if outcome in PROGRESS_OUTCOMES:
+        return True
+    if after is None:
+        return False
+    return before is None or after > before
+
+
+def counts_as_failure(outcome: Outcome, progressed: bool) -> bool:
+    """Whether an attempt counts against `max_failures`.
+
+    Only failed, node_fail without progress, and fatal ever count. Preemption, time limit, graceful
+    stop and cancellation never do.
+    """
+    if outcome in (Outcome.FAILED, Outcome.FATAL):
+        return True
+    return outcome is Outcome.NODE_FAIL and not progressed
+
+
+def next_consecutive_failures(count: int, outcome: Outcome, progressed: bool) -> int:
+    """The consecutive-failure count after one more ended attempt.
+
+    Progress resets the count to zero; then a counting failure adds one. So a failed attempt that
+    advanced the workload leaves the count at 1, and an attempt that neither progressed nor counts
+    (a cancelled one) leaves it unchanged.
+    """
+    if progressed:
+        count = 0
+    return count + 1 if counts_as_failure(outcome, progressed) else count

@@ -1,0 +1,261 @@
+"""The chain's policy, as pure functions: classify how an attempt ended, decide what comes next.
+
+The self-chaining sbatch script (through `ftslurm` subcommands), the login-node loop and the local
+backend all call these, so the rules live here once. docs/autoresume.md has the tables in prose.
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ftslurm import exit_codes
+from ftslurm.chain.outcome import Outcome
+from ftslurm.chain.runstate import RunState, RunStatus
+from ftslurm.errors import UsageError
+
+#: Scheduler states of a job that has not ended yet; classifying one is a programming error.
+ACTIVE_STATES = frozenset({
+    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING",
+    "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
+})
+
+#: Final scheduler state -> outcome, for the states that decide the outcome by themselves.
+STATE_OUTCOMES: dict[str, Outcome] = {
+    "TIMEOUT": Outcome.TIMEOUT,
+    "DEADLINE": Outcome.TIMEOUT,
+    "PREEMPTED": Outcome.PREEMPTED,
+    "REQUEUED": Outcome.PREEMPTED,
+    "NODE_FAIL": Outcome.NODE_FAIL,
+    "BOOT_FAIL": Outcome.NODE_FAIL,
+    "OUT_OF_MEMORY": Outcome.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The chain's limits (from the job spec's `autoresume:` and `--max-failures`)."""
+
+    #: Stop after this many consecutive failed attempts.
+    max_failures: int = 3
+    #: Never run more than this many attempts in all.
+    max_attempts: int = 100
+    #: The exit code that means "do not retry" (nvidia-resiliency-ext's 93).
+    do_not_retry_exit_code: int = exit_codes.DO_NOT_RETRY
+    #: At most this many blamed nodes are excluded from the next attempt (the most recent ones).
+    max_excluded_nodes: int = 2
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_failures", 1), ("max_attempts", 1), ("max_excluded_nodes", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise UsageError(f"autoresume.{name} must be an integer >= {low}, got {value!r}")
+        code = self.do_not_retry_exit_code
+        if not isinstance(code, int) or isinstance(code, bool) or not 1 <= code <= 255:
+            raise UsageError(f"autoresume.do_not_retry_exit_code must be 1..255, got {code!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ChainConfig:
+        """Build from a mapping such as the ledger's settings; keys it does not know are left to
+        their owners (e.g. `flag_file`)."""
+        known = ("max_failures", "max_attempts", "do_not_retry_exit_code", "max_excluded_nodes")
+        return cls(**{key: values[key] for key in known if values.get(key) is not None})
+
+    def to_dict(self) -> dict[str, int]:
+        """The settings to store in the ledger header."""
+        return {
+            "max_failures": self.max_failures,
+            "max_attempts": self.max_attempts,
+            "do_not_retry_exit_code": self.do_not_retry_exit_code,
+            "max_excluded_nodes": self.max_excluded_nodes,
+        }
+
+
+@dataclass(frozen=True)
+class Classification:
+    """An attempt's outcome with the reason in words; `provisional` when a scheduler state
+    arriving later may change it (the attempt died of a signal and no scheduler state was given)."""
+
+    outcome: Outcome
+    reason: str
+    provisional: bool = False
+
+
+def split_state(scheduler_state: str) -> tuple[str, int | None]:
+    """`"CANCELLED by 1000"` -> `("CANCELLED", 1000)`; `"TIMEOUT"` -> `("TIMEOUT", None)`.
+    sacct's truncation mark (`CANCELLED+`) is dropped."""
+    parts = scheduler_state.strip().upper().split()
+    base = parts[0].rstrip("+") if parts else ""
+    by: int | None = None
+    if len(parts) == 3 and parts[1] == "BY" and parts[2].isdigit():
+        by = int(parts[2])
+    return base, by
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signals.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def classify(
+    *,
+    exit_code: int | None,
+    flag_exists: bool,
+    scheduler_state: str | None = None,
+    signal: int | None = None,
+    do_not_retry_exit_code: int = exit_codes.DO_NOT_RETRY,
+    owner_uid: int | None = None,
+    cancelled_by: int | None = None,
+) -> Classification:
+    """Classify one ended attempt.
+
+    exit_code: the launcher's / command's exit code (None if unknown); signal: the signal that
+    killed it, if any (sacct's `0:9`); scheduler_state: the scheduler's final state (sacct State,
+    e.g. "CANCELLED by 1000"), None when the attempt records its own end; cancelled_by: the uid
+    that cancelled it, when the state string does not say; owner_uid: the run's owner, so a
+    cancel by somebody else (an admin) reads as preemption.
+    """
+    if flag_exists:
+        return Classification(Outcome.FINISHED, "the finished flag file exists")
+    if exit_code == do_not_retry_exit_code:
+        return Classification(Outcome.FATAL, f"exit code {exit_code} means do not retry")
+    if scheduler_state is None:
+        return _classify_exit(exit_code, signal)
+    state, by = split_state(scheduler_state)
+    by = by if by is not None else cancelled_by
+    if state in ACTIVE_STATES:
+        raise ValueError(f"job state {scheduler_state!r} is not final")
+    if state in STATE_OUTCOMES:
+        return Classification(STATE_OUTCOMES[state], f"the scheduler reports {state}")
+    if state == "CANCELLED":
+        if by is not None and owner_uid is not None and by != owner_uid:
+            return Classification(
+                Outcome.PREEMPTED, f"cancelled by uid {by}, not the run's owner: like preemption"
+            )
+        return Classification(Outcome.CANCELLED, f"the scheduler reports {scheduler_state.strip()}")
+    if state == "COMPLETED":
+        return Classification(Outcome.STOPPED, "exited 0 without the finished flag")
+    if state == "FAILED":
+        if exit_code == exit_codes.STOPPED:
+            return Classification(Outcome.STOPPED, "the launcher stopped the ranks on a signal")
+        return _classify_exit(exit_code, signal, provisional_on_signal=False)
+    return Classification(Outcome.FAILED, f"unexpected scheduler state {scheduler_state!r}")
+
+
+def _classify_exit(
+    exit_code: int | None, signal: int | None, *, provisional_on_signal: bool = True
+) -> Classification:
+    if signal:
+        return Classification(Outcome.FAILED, f"killed by {_signal_name(signal)}",
+                              provisional=provisional_on_signal)
+    if exit_code is None:
+        return Classification(Outcome.FAILED, "ended without an exit code", provisional=True)
+    if exit_code == 0:
+        return Classification(Outcome.STOPPED, "exited 0 without the finished flag")
+    if exit_code == exit_codes.STOPPED:
+        return Classification(Outcome.STOPPED, "the launcher stopped the ranks on a signal")
+    if exit_code > 128:
+        return Classification(Outcome.FAILED, f"killed by {_signal_name(exit_code - 128)}",
+                              provisional=provisional_on_signal)
+    return Classification(Outcome.FAILED, f"exit code {exit_code}")
+
+
+def blame_nodes(
+    outcome: Outcome,
+    *,
+    attempt_nodes: Sequence[str] = (),
+    event_nodes: Iterable[str] = (),
+    down_nodes: Iterable[str] | None = None,
+) -> tuple[str, ...]:
+    """The nodes to blame for an attempt: for failed/fatal, the nodes the launcher named in crash
+    or hang events; for node_fail, the attempt's nodes that the scheduler reports down (or its
+    only node when that is unknown). Nothing else blames a node."""
+    if outcome in (Outcome.FAILED, Outcome.FATAL):
+        return tuple(dict.fromkeys(event_nodes))
+    if outcome is Outcome.NODE_FAIL:
+        if down_nodes is not None:
+            down = set(down_nodes)
+            return tuple(node for node in attempt_nodes if node in down)
+        return tuple(attempt_nodes) if len(attempt_nodes) == 1 else ()
+    return ()
+
+
+def exclusions(state: RunState, config: ChainConfig) -> tuple[str, ...]:
+    """The nodes the next attempt excludes: the most recently blamed, at most max_excluded_nodes."""
+    if config.max_excluded_nodes == 0:
+        return ()
+    return state.blamed_nodes[-config.max_excluded_nodes:]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the chain does next.
+
+    submit: submit `attempt` (excluding `exclude_nodes`); wait: an attempt is still in flight, or
+    nothing may be submitted ahead of it; stop: the run is over (`run_status`), and the jobs in
+    `cancel` (submitted, not yet started: pre-scheduled successors) must be cancelled.
+    """
+
+    action: Literal["submit", "wait", "stop"]
+    reason: str
+    attempt: int | None = None
+    exclude_nodes: tuple[str, ...] = ()
+    run_status: RunStatus | None = None
+    cancel: tuple[str, ...] = ()
+
+
+def decide(
+    state: RunState,
+    config: ChainConfig,
+    *,
+    flag_exists: bool = False,
+    ahead_of: int | None = None,
+) -> Decision:
+    """Continue or stop.
+
+    ahead_of: the running attempt that wants to pre-schedule its successor (self-chaining
+    scripts); it is treated as if it will end well, and the successor is the decision's attempt.
+    """
+    ahead = state.attempt(ahead_of) if ahead_of is not None else None
+    others = tuple(  # submitted but not started: pre-scheduled successors
+        a.job_id for a in state.attempts
+        if a.status == "submitted" and a.job_id and (ahead is None or a.number > ahead.number)
+    )
+
+    def stop(status: RunStatus, reason: str) -> Decision:
+        return Decision("stop", reason, run_status=status, cancel=others)
+
+    if state.run_status != "running":
+        return stop(state.run_status, state.end_reason or f"the run is {state.run_status}")
+    if flag_exists or any(a.outcome is Outcome.FINISHED for a in state.attempts):
+        return stop("finished", "the finished flag file exists")
+    if state.cancel_requested is not None:
+        return stop("cancelled", f"cancelled: {state.cancel_requested}")
+    last = state.last_ended
+    if last is not None and last.outcome is Outcome.FATAL:
+        return stop("failed", f"attempt {last.number}: {last.reason}")
+    if last is not None and last.outcome is Outcome.CANCELLED:
+        return stop("cancelled", f"attempt {last.number} was cancelled ({last.reason})")
+    if state.consecutive_failures >= config.max_failures:
+        return stop("failed", f"{state.consecutive_failures} consecutive failed attempts "
+                              f"(max_failures {config.max_failures})")
+    pending = [a for a in state.in_flight if ahead is None or a.number != ahead.number]
+    unsubmitted = [a for a in pending if a.status == "reserved"]
+    if unsubmitted:  # its watcher died or its submission failed: reconcile, then submit
+        number = unsubmitted[0].number
+        return Decision("submit", f"attempt {number} was reserved but never submitted",
+                        attempt=number, exclude_nodes=exclusions(state, config))
+    if pending:
+        numbers = ", ".join(str(a.number) for a in pending)
+        return Decision("wait", f"attempt {numbers} is in flight")
+    if state.used_attempts >= config.max_attempts:
+        if ahead is not None:
+            return Decision("wait", f"attempt {ahead.number} is the last one (max_attempts)")
+        return stop("failed", f"all {config.max_attempts} attempts used (max_attempts)")
+    nodes = exclusions(state, config)
+    reason = f"attempt {state.next_attempt}" + (f", excluding {', '.join(nodes)}" if nodes else "")
+    return Decision("submit", reason, attempt=state.next_attempt, exclude_nodes=nodes)

@@ -1,0 +1,231 @@
+"""Folding the ledger's records into an immutable `RunState` (pure: no files, no clock).
+
+The ledger (ftslurm.chain.ledger) stores events; this module says what they mean. Every record is a
+dict with a `type` and the fields listed in `RECORD_FIELDS`; an unknown type or a missing field is
+corruption and raises `LedgerError` naming the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ftslurm.chain.outcome import (
+    Outcome,
+    counts_as_failure,
+    made_progress,
+    next_consecutive_failures,
+)
+from ftslurm.errors import FtslurmError
+
+AttemptStatus = Literal["reserved", "submitted", "running", "ended"]
+RunStatus = Literal["running", "finished", "failed", "cancelled"]
+
+#: Required fields of each record type (all records also carry `type` and `at`).
+RECORD_FIELDS: dict[str, tuple[str, ...]] = {
+    "intent": ("attempt", "tag"),
+    "submitted": ("attempt", "job_id"),
+    "submit_failed": ("attempt", "error"),
+    "started": ("attempt", "job_id", "nodes", "requeue_count", "progress"),
+    "ended": ("attempt", "job_id", "outcome", "reason", "exit_code", "signal",
+              "scheduler_state", "progress", "blamed_nodes", "source", "provisional"),
+    "progress": ("attempt", "value"),
+    "cancel": ("reason",),
+    "run_end": ("state", "reason"),
+}
+
+
+class LedgerError(FtslurmError):
+    """The ledger is missing, corrupted, foreign, or asked to do something inconsistent."""
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """Everything the ledger knows about one attempt (one scheduler job, maybe requeued)."""
+
+    number: int
+    tag: str
+    status: AttemptStatus = "reserved"
+    job_id: str | None = None
+    nodes: tuple[str, ...] = ()
+    requeue_count: int = 0
+    reserved_at: float | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    scheduler_state: str | None = None
+    source: str | None = None
+    #: True when the end was recorded without the scheduler's final state and may be completed.
+    provisional: bool = False
+    submit_error: str | None = None
+    progress_before: int | None = None
+    progress_after: int | None = None
+    progressed: bool | None = None
+    counted_failure: bool = False
+    blamed_nodes: tuple[str, ...] = ()
+
+    @property
+    def in_flight(self) -> bool:
+        """Reserved, submitted or running: not ended."""
+        return self.status in ("reserved", "submitted", "running")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """The whole run as the ledger tells it, attempts in order."""
+
+    run_id: str
+    spec_fingerprint: str
+    settings: Mapping[str, Any]
+    created_at: float
+    attempts: tuple[AttemptView, ...]
+    consecutive_failures: int
+    #: Nodes blamed for failures, oldest first, each once (at its latest blame).
+    blamed_nodes: tuple[str, ...]
+    cancel_requested: str | None
+    run_status: RunStatus
+    end_reason: str | None
+    last_progress: int | None
+
+    @property
+    def next_attempt(self) -> int:
+        """The number the next reservation gets."""
+        return self.attempts[-1].number + 1 if self.attempts else 1
+
+    @property
+    def used_attempts(self) -> int:
+        """Attempts reserved so far (each may run, so each counts against max_attempts)."""
+        return len(self.attempts)
+
+    @property
+    def in_flight(self) -> tuple[AttemptView, ...]:
+        """Attempts reserved, submitted or running."""
+        return tuple(a for a in self.attempts if a.in_flight)
+
+    @property
+    def last_ended(self) -> AttemptView | None:
+        """The highest-numbered ended attempt, if any."""
+        ended = [a for a in self.attempts if a.status == "ended"]
+        return ended[-1] if ended else None
+
+    def attempt(self, number: int) -> AttemptView | None:
+        """The attempt with this number, or None."""
+        for view in self.attempts:
+            if view.number == number:
+                return view
+        return None
+
+
+def validate_record(index: int, record: object) -> dict[str, Any]:
+    """Check one record's shape; raise `LedgerError` naming it if it is not a known record."""
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        raise LedgerError(f"ledger record #{index} is not an object with a 'type'")
+    kind = record["type"]
+    if kind not in RECORD_FIELDS:
+        raise LedgerError(f"ledger record #{index} has unknown type {kind!r}")
+    missing = [name for name in ("at", *RECORD_FIELDS[kind]) if name not in record]
+    if missing:
+        raise LedgerError(f"ledger record #{index} ({kind}) lacks field(s) {', '.join(missing)}")
+    if "attempt" in record and not (isinstance(record["attempt"], int) and record["attempt"] > 0):
+        raise LedgerError(f"ledger record #{index} ({kind}) has a bad attempt number")
+    return record
+
+
+def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> None:
+    kind, number, at = rec["type"], rec.get("attempt"), rec["at"]
+    if kind == "intent":
+        views[number] = AttemptView(number=number, tag=rec["tag"], reserved_at=at)
+        return
+    view = views.get(number)
+    if view is None:
+        raise LedgerError(f"ledger record #{index} ({kind}) names attempt {number}, never reserved")
+    replace = dataclasses.replace
+    if kind == "submitted":
+        status = "submitted" if view.status == "reserved" else view.status
+        views[number] = replace(view, job_id=rec["job_id"], submitted_at=at, status=status)
+    elif kind == "submit_failed":
+        views[number] = replace(view, submit_error=rec["error"])  # still reserved: retried
+    elif kind == "started":
+        # A requeued job starts again under the same attempt: its earlier end is cleared.
+        cleared = _CLEARED_END if view.status == "ended" else {}
+        before = view.progress_before if view.progress_before is not None else rec["progress"]
+        views[number] = replace(
+            view, status="running", job_id=rec["job_id"], nodes=tuple(rec["nodes"]),
+            requeue_count=rec["requeue_count"], started_at=at, progress_before=before, **cleared,
+        )
+    elif kind == "ended":
+        if view.status == "ended" and not view.provisional:
+            return  # the first final end wins; later ones are kept on disk for the record only
+        views[number] = replace(
+            view, status="ended", job_id=rec["job_id"] or view.job_id, ended_at=at,
+            outcome=Outcome(rec["outcome"]), reason=rec["reason"], exit_code=rec["exit_code"],
+            signal=rec["signal"], scheduler_state=rec["scheduler_state"], source=rec["source"],
+            provisional=rec["provisional"], progress_after=rec["progress"],
+            blamed_nodes=tuple(rec["blamed_nodes"]),
+        )
+    elif kind == "progress":
+        views[number] = replace(view, progress_after=rec["value"])
+
+
+_CLEARED_END: dict[str, Any] = {
+    "ended_at": None, "outcome": None, "reason": None, "exit_code": None, "signal": None,
+    "scheduler_state": None, "source": None, "provisional": False, "progress_after": None,
+    "blamed_nodes": (),
+}
+
+
+def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
+    """Replay the records in order into a `RunState`."""
+    views: dict[int, AttemptView] = {}
+    cancel: str | None = None
+    run_end: tuple[RunStatus, str] | None = None
+    for index, raw in enumerate(records):
+        rec = validate_record(index, raw)
+        try:
+            if rec["type"] == "cancel":
+                cancel = cancel or rec["reason"]
+            elif rec["type"] == "run_end":
+                run_end = run_end or (rec["state"], rec["reason"])
+            else:
+                _apply(views, index, rec)
+        except (TypeError, ValueError) as error:
+            message = f"ledger record #{index} ({rec['type']}) is malformed: {error}"
+            raise LedgerError(message) from None
+
+    attempts: list[AttemptView] = []
+    failures = 0
+    blamed: list[str] = []
+    known: int | None = None
+    for number in sorted(views):
+        view = views[number]
+        if view.status == "ended":
+            assert view.outcome is not None
+            before = view.progress_before if view.progress_before is not None else known
+            progressed = made_progress(view.outcome, before, view.progress_after)
+            failures = next_consecutive_failures(failures, view.outcome, progressed)
+            view = dataclasses.replace(
+                view, progress_before=before, progressed=progressed,
+                counted_failure=counts_as_failure(view.outcome, progressed),
+            )
+            for node in view.blamed_nodes:
+                if node in blamed:
+                    blamed.remove(node)
+                blamed.append(node)
+        for value in (view.progress_before, view.progress_after):
+            if value is not None:
+                known = value if known is None else max(known, value)
+        attempts.append(view)
+
+    return RunState(
+        run_id=header["run_id"], spec_fingerprint=header["spec_fingerprint"],
+        settings=dict(header.get("settings") or {}), created_at=header["created_at"],
+        attempts=tuple(attempts), consecutive_failures=failures, blamed_nodes=tuple(blamed),
+        cancel_requested=cancel, run_status=run_end[0] if run_end else "running",
+        end_reason=run_end[1] if run_end else None, last_progress=known,
+    )

@@ -1,0 +1,282 @@
+"""The run directory's ledger: creation, corruption, the attempt's life, no duplicate submission."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ftslurm.chain.ledger import (
+    LEDGER_FILE,
+    Ledger,
+    LedgerError,
+    fingerprint,
+    read_progress,
+    write_progress,
+)
+from ftslurm.chain.outcome import Outcome
+
+DEADLINE_S = 60.0
+
+
+def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
+    """Poll `predicate` until it returns a truthy value, failing after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger.create(tmp_path / "run", spec_fingerprint=fingerprint("spec"),
+                         settings={"max_failures": 3})
+
+
+def test_create_and_reopen(ledger: Ledger) -> None:
+    state = ledger.state()
+    assert state.run_status == "running" and state.attempts == () and state.next_attempt == 1
+    assert state.settings == {"max_failures": 3}
+    again = Ledger.create(ledger.run_dir, spec_fingerprint=fingerprint("spec"))
+    assert again.state().run_id == state.run_id
+
+
+def test_create_refuses_other_spec(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="another job spec"):
+        Ledger.create(ledger.run_dir, spec_fingerprint=fingerprint("other spec"))
+
+
+def test_open_missing(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger"):
+        Ledger.open(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe\x00garbage", "not text"),
+        (b'{"format": "ftslurm.ledger", "version": 1, "rec', "corrupted"),
+        (b"", "corrupted"),
+        (b'{"name": "some other tool"}', "not an ftslurm ledger"),
+        (b"[1, 2, 3]", "not an ftslurm ledger"),
+        (b'{"format": "ftslurm.ledger", "version": 99}', "format version 99"),
+        (b'{"format": "ftslurm.ledger", "version": 1, "records": {}}', "corrupted"),
+    ],
+)
+def test_corrupt_or_foreign_file_is_a_clear_error(tmp_path: Path, content: bytes,
+                                                  message: str) -> None:
+    (tmp_path / LEDGER_FILE).write_bytes(content)
+    for call in (lambda: Ledger.open(tmp_path),
+                 lambda: Ledger.create(tmp_path, spec_fingerprint="x"),
+                 lambda: Ledger(tmp_path).reserve(1)):
+        with pytest.raises(LedgerError, match=message):
+            call()
+    assert (tmp_path / LEDGER_FILE).read_bytes() == content  # never silently reset
+
+
+def test_bad_record_is_named(ledger: Ledger) -> None:
+    doc = json.loads(ledger.path.read_text())
+    doc["records"].append({"type": "teleported", "at": 0})
+    ledger.path.write_text(json.dumps(doc))
+    with pytest.raises(LedgerError, match=r"record #0 has unknown type 'teleported'"):
+        ledger.state()
+    doc["records"] = [{"type": "submitted", "at": 0, "attempt": 4, "job_id": "1"}]
+    ledger.path.write_text(json.dumps(doc))
+    with pytest.raises(LedgerError, match="never reserved"):
+        ledger.state()
+
+
+def test_attempt_life(ledger: Ledger) -> None:
+    view, created = ledger.reserve(1)
+    assert created and view.status == "reserved" and view.tag.endswith(".1")
+    assert ledger.record_submitted(1, "41").status == "submitted"
+    view = ledger.record_start(1, "41", nodes=["n1", "n2"], progress=10)
+    assert (view.status, view.nodes, view.progress_before) == ("running", ("n1", "n2"), 10)
+    view, written = ledger.record_end(1, outcome=Outcome.FAILED, reason="exit 1", exit_code=1,
+                                      progress=10, blamed_nodes=["n2"], job_id="41")
+    assert written and view.status == "ended" and view.outcome is Outcome.FAILED
+    state = ledger.state()
+    assert state.consecutive_failures == 1 and state.blamed_nodes == ("n2",)
+    assert state.attempts[0].counted_failure and not state.attempts[0].progressed
+
+
+def test_reserve_is_idempotent_and_ordered(ledger: Ledger) -> None:
+    first, created = ledger.reserve(1)
+    again, created_again = ledger.reserve(1)
+    assert created and not created_again and first == again
+    with pytest.raises(LedgerError, match="next attempt is 2"):
+        ledger.reserve(5)
+    ledger.record_run_end("finished", "flag")
+    with pytest.raises(LedgerError, match="run is finished"):
+        ledger.reserve(2)
+
+
+def test_misuse_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="never reserved"):
+        ledger.record_submitted(1, "7")
+    ledger.reserve(1)
+    ledger.record_submitted(1, "7")
+    with pytest.raises(LedgerError, match="already job 7"):
+        ledger.record_submitted(1, "8")
+    with pytest.raises(LedgerError, match="is job 7"):
+        ledger.record_start(1, "8")
+
+
+def test_first_final_end_wins_and_provisional_is_completed(ledger: Ledger) -> None:
+    ledger.reserve(1)
+    ledger.record_start(1, "7")
+    ledger.record_end(1, outcome=Outcome.FAILED, reason="killed by SIGTERM", exit_code=143,
+                      provisional=True, source="script")
+    view, written = ledger.record_end(1, outcome=Outcome.TIMEOUT, reason="TIMEOUT",
+                                      scheduler_state="TIMEOUT", source="sacct")
+    assert written and view.outcome is Outcome.TIMEOUT and not view.provisional
+    view, written = ledger.record_end(1, outcome=Outcome.FAILED, reason="late", source="loop")
+    assert not written and view.outcome is Outcome.TIMEOUT
+    assert ledger.state().consecutive_failures == 0
+
+
+def test_requeue_reopens_the_attempt(ledger: Ledger) -> None:
+    ledger.reserve(1)
+    ledger.record_start(1, "7", progress=3)
+    ledger.record_end(1, outcome=Outcome.PREEMPTED, reason="preempted", progress=5)
+    view = ledger.record_start(1, "7", requeue_count=1, progress=5)
+    assert (view.status, view.requeue_count, view.outcome) == ("running", 1, None)
+    assert view.progress_before == 3
+    assert ledger.state().next_attempt == 2
+
+
+def test_cancel_and_run_end(ledger: Ledger) -> None:
+    ledger.record_cancel("first")
+    ledger.record_cancel("second")
+    state = ledger.record_run_end("cancelled", "user")
+    assert state.cancel_requested == "first" and state.run_status == "cancelled"
+    assert ledger.record_run_end("failed", "late").end_reason == "user"
+    with pytest.raises(ValueError):
+        ledger.record_run_end("running", "no")  # type: ignore[arg-type]
+
+
+def test_progress_marker(tmp_path: Path, ledger: Ledger) -> None:
+    assert read_progress(tmp_path) is None
+    write_progress(tmp_path, 42)
+    assert read_progress(tmp_path) == 42
+    (tmp_path / "progress").write_text("")
+    assert read_progress(tmp_path) == (tmp_path / "progress").stat().st_mtime_ns
+    ledger.reserve(1)
+    assert ledger.record_progress(1, 12).progress_after == 12
+
+
+def test_failed_submission_stays_reserved_and_is_retried(ledger: Ledger) -> None:
+    submitted: list[str] = []
+
+    def broken(tag: str) -> str:
+        raise OSError("sbatch: error: Socket timed out")
+
+    with pytest.raises(OSError):
+        ledger.submit_attempt(1, broken, lambda tag: [])
+    view = ledger.state().attempts[0]
+    assert view.status == "reserved" and "Socket timed out" in (view.submit_error or "")
+
+    def working(tag: str) -> str:
+        submitted.append(tag)
+        return "77"
+
+    assert ledger.submit_attempt(1, working, lambda tag: []) == "77"
+    assert ledger.submit_attempt(1, working, lambda tag: []) == "77"  # idempotent
+    assert submitted == [ledger.state().attempts[0].tag]
+
+
+def test_submission_that_went_through_despite_an_error_is_found(ledger: Ledger) -> None:
+    def broken(tag: str) -> str:
+        raise TimeoutError("sbatch timed out, but the job exists")
+
+    with pytest.raises(TimeoutError):
+        ledger.submit_attempt(1, broken, lambda tag: [])
+    assert ledger.submit_attempt(1, broken, lambda tag: ["55"]) == "55"
+    with pytest.raises(LedgerError, match="several jobs"):
+        ledger.reserve(2)
+        ledger.submit_attempt(2, broken, lambda tag: ["56", "57"])
+
+
+# -- real processes: watchers racing, killed, restarted ------------------------------------
+
+WATCHER = textwrap.dedent(
+    """
+    import os, sys, uuid
+    from pathlib import Path
+    from ftslurm.chain.ledger import Ledger
+
+    run_dir, jobs, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+    def submit(tag):
+        job_id = uuid.uuid4().hex[:8]
+        (jobs / f"{tag}.{job_id}").write_text(str(os.getpid()))
+        if mode == "die-after-submit":
+            os._exit(9)  # killed between the scheduler's answer and the ledger record
+        return job_id
+
+    def find(tag):
+        return [p.name.rsplit(".", 1)[1] for p in jobs.iterdir() if p.name.startswith(tag + ".")]
+
+    ledger = Ledger(run_dir)
+    print(ledger.submit_attempt(1, submit, find))
+    """
+)
+
+
+def run_watcher(run_dir: Path, jobs: Path, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WATCHER, str(run_dir), str(jobs), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_watcher_killed_after_submit_does_not_duplicate(ledger: Ledger, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    killed = run_watcher(ledger.run_dir, jobs, "die-after-submit")
+    assert killed.wait() == 9
+    assert ledger.state().attempts[0].job_id is None  # reserved, job id never recorded
+    restarted = run_watcher(ledger.run_dir, jobs, "attempt-1")
+    out, err = restarted.communicate()
+    assert restarted.returncode == 0, err
+    assert len(list(jobs.iterdir())) == 1  # reconciled, not submitted again
+    assert ledger.state().attempts[0].job_id == out.strip()
+
+
+def test_racing_watchers_submit_once(ledger: Ledger, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    watchers = [run_watcher(ledger.run_dir, jobs, "attempt-1") for _ in range(4)]
+    outputs = {w.communicate()[0].strip() for w in watchers}
+    assert all(w.returncode == 0 for w in watchers)
+    assert len(list(jobs.iterdir())) == 1 and len(outputs) == 1
+    assert [a.job_id for a in ledger.state().attempts] == [outputs.pop()]
+
+
+def test_writer_killed_at_any_moment_leaves_a_readable_ledger(ledger: Ledger) -> None:
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(
+        """
+        import sys
+        from ftslurm.chain.ledger import Ledger
+        from ftslurm.chain.outcome import Outcome
+        ledger = Ledger(sys.argv[1])
+        for n in range(1, 10_000):
+            ledger.reserve(n)
+            ledger.record_submitted(n, str(n))
+            ledger.record_end(n, outcome=Outcome.TIMEOUT, reason="t")
+        """), str(ledger.run_dir)])
+    try:
+        wait_for(lambda: len(ledger.state().attempts) >= 5, "the writer to record 5 attempts")
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    state = ledger.state()  # parses: every write was all-or-nothing
+    assert [a.number for a in state.attempts] == list(range(1, len(state.attempts) + 1))
