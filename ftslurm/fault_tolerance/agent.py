@@ -1,0 +1,186 @@
+"""`FaultTolerantAgent`: torch's `LocalElasticAgent` plus heartbeat-based hang detection.
+
+Extension points used (all of `SimpleElasticAgent`'s loop stays torch's own):
+
+- `_start_workers`: create fresh heartbeat slots just before the ranks start, remember their pids.
+- `_monitor_workers`: torch's crash check first; then the heartbeats. A hung rank gets its stacks
+  dumped into its log, is stopped, and the group is reported FAILED, so torch's loop restarts it
+  (up to `--max-restarts`) after a new rendezvous round, which makes every other node restart too.
+- `_stop_workers`: honours `--shutdown-timeout` for restarts as well.
+
+With a fixed node count, a peer node that enters a new rendezvous round (because it restarts its
+ranks) makes this node restart its ranks as a restart that counts against `--max-restarts`, so
+every rank of the job sees the same `TORCHELASTIC_RESTART_COUNT`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup, WorkerState
+from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
+from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+from ftslurm import exit_codes
+from ftslurm.fault_tolerance.client import DUMP_SIGNAL
+from ftslurm.fault_tolerance.config import FaultToleranceConfig
+from ftslurm.fault_tolerance.monitor import Hang, HeartbeatMonitor
+from ftslurm.fault_tolerance.procs import dump_stacks, terminate
+from ftslurm.fault_tolerance.status import StatusFile
+from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, save_learned
+
+logger = logging.getLogger("ftslurm.launcher")
+
+#: Longest wait for a hung rank to finish writing its stack dump.
+DUMP_TIMEOUT = 2.0
+
+
+class FaultTolerantAgent(LocalElasticAgent):
+    """A `LocalElasticAgent` that also restarts the worker group when a rank stops heartbeating."""
+
+    def __init__(
+        self,
+        *args: object,
+        ft_config: FaultToleranceConfig,
+        monitor: HeartbeatMonitor,
+        status: StatusFile,
+        run_dir: Path | None,
+        fixed_size: bool,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._ft = ft_config
+        self._monitor = monitor
+        self._status = status
+        self._run_dir = run_dir
+        self._fixed_size = fixed_size
+        self._last_check = 0.0
+        #: True once a rank exited with the do-not-retry code; the launcher then exits with it.
+        self.do_not_retry = False
+
+    @property
+    def restart_count(self) -> int:
+        """How many times the worker group was restarted so far."""
+        return self._worker_group.spec.max_restarts - self._remaining_restarts
+
+    def _start_workers(self, worker_group: WorkerGroup) -> dict[int, int]:
+        self._monitor.prepare([(w.global_rank, w.local_rank) for w in worker_group.workers])
+        pids = super()._start_workers(worker_group)
+        self._monitor.set_pids(pids)
+        self._last_check = time.monotonic()
+        self._status.update(
+            state="running", restart_count=self.restart_count, group_rank=worker_group.group_rank
+        )
+        logger.info(
+            "started ranks %s (restart %d of at most %d)",
+            [w.global_rank for w in worker_group.workers],
+            self.restart_count,
+            worker_group.spec.max_restarts,
+        )
+        return pids
+
+    def _stop_workers(self, worker_group: WorkerGroup) -> None:
+        self._shutdown(timeout=self._shutdown_timeout)
+
+    def _monitor_workers(self, worker_group: WorkerGroup) -> RunResult:
+        result = super()._monitor_workers(worker_group)
+        if result.state == WorkerState.FAILED:
+            return self._on_crash(result)
+        if result.state != WorkerState.HEALTHY:
+            return result
+        now = time.monotonic()
+        if now - self._last_check >= self._ft.workload_check_interval:
+            self._last_check = now
+            hangs, requested = self._monitor.check(now)
+            if requested is not None:
+                self._adopt_timeouts(requested)
+            if hangs:
+                return self._on_hangs(worker_group, hangs, now)
+        if self._fixed_size and worker_group.spec.rdzv_handler.num_nodes_waiting() > 0:
+            self._record("peer_restart", rank=None)
+            logger.warning(
+                "a peer node started a new rendezvous round: restarting this node's ranks"
+            )
+            return RunResult(state=WorkerState.UNHEALTHY)
+        return result
+
+    def _action(self) -> str:
+        return "restart" if self._remaining_restarts > 0 else "give_up"
+
+    def _record(self, kind: str, rank: int | None, **fields: object) -> None:
+        self._status.event(
+            kind=kind,
+            rank=rank,
+            restart_count=self.restart_count,
+            action=self._action(),
+            **fields,
+        )
+
+    def _on_crash(self, result: RunResult) -> RunResult:
+        codes = {rank: failure.exitcode for rank, failure in result.failures.items()}
+        if exit_codes.DO_NOT_RETRY in codes.values():
+            self.do_not_retry = True
+            self._remaining_restarts = 0
+        for rank, failure in sorted(result.failures.items()):
+            kind = "do_not_retry" if failure.exitcode == exit_codes.DO_NOT_RETRY else "crash"
+            logger.error(
+                "rank %d (local rank %d, pid %d) on %s exited with code %d: %s "
+                "(restart %d of at most %d)",
+                rank, failure.local_rank, failure.pid, self._status.data["node"], failure.exitcode,
+                self._action(), self.restart_count, self._worker_group.spec.max_restarts,
+            )
+            self._record(kind, rank, local_rank=failure.local_rank, exit_code=failure.exitcode)
+        return result
+
+    def _on_hangs(self, worker_group: WorkerGroup, hangs: list[Hang], now: float) -> RunResult:
+        failures: dict[int, ProcessFailure] = {}
+        sig = self._ft.rank_termination_signal
+        for hang in hangs:
+            logger.error(
+                "rank %d (local rank %d, pid %d) on %s is hung: no heartbeat for %.2fs "
+                "(%s timeout %.2fs%s); dumping its stacks, stopping it with %s, then %s "
+                "(restart %d of at most %d)",
+                hang.global_rank, hang.local_rank, hang.pid, self._status.data["node"],
+                hang.heartbeat_age, hang.phase, hang.timeout,
+                "" if hang.connected else ", never connected", sig.name, self._action(),
+                self.restart_count, worker_group.spec.max_restarts,
+            )
+            dumped = False
+            if hang.has_dump_handler:
+                dumped = dump_stacks(hang.client_pid, DUMP_SIGNAL, DUMP_TIMEOUT)
+            else:
+                logger.warning(
+                    "rank %d never called init_workload_monitoring(): no stack dump available",
+                    hang.global_rank,
+                )
+            # Seconds from the rank's last heartbeat (or start) to the termination signal.
+            stop_latency = hang.heartbeat_age + (time.monotonic() - now)
+            outcome = terminate(hang.pid, sig, self._ft.rank_termination_grace)
+            if hang.client_pid != hang.pid:
+                terminate(hang.client_pid, sig, self._ft.rank_termination_grace, group=False)
+            self._record(
+                "hang", hang.global_rank, local_rank=hang.local_rank, phase=hang.phase,
+                heartbeat_age=round(hang.heartbeat_age, 3), timeout=hang.timeout,
+                stack_dumped=dumped, termination=outcome, stop_latency=round(stop_latency, 3),
+                last_heartbeat_at=round(time.time() - stop_latency, 6),
+            )
+            failures[hang.global_rank] = ProcessFailure(
+                local_rank=hang.local_rank, pid=hang.pid, exitcode=-int(sig), error_file=""
+            )
+        return RunResult(state=WorkerState.FAILED, failures=failures)
+
+    def _adopt_timeouts(self, timeouts: HeartbeatTimeouts) -> None:
+        if timeouts == self._monitor.timeouts:
+            return
+        logger.info(
+            "ranks set heartbeat timeouts: initial=%s s, subsequent=%s s",
+            timeouts.initial, timeouts.subsequent,
+        )
+        self._monitor.timeouts = timeouts
+        self._status.update(timeouts=timeouts.to_dict())
+        if self._run_dir is not None:
+            path = save_learned(self._run_dir, timeouts, source=self._status.data["node"])
+            logger.info("saved the learned timeouts to %s", path)
+

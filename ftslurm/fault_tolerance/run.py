@@ -1,0 +1,151 @@
+"""Run one node's ranks under `FaultTolerantAgent`: torch's `launch_agent` flow with our agent.
+
+Builds the rendezvous handler and `WorkerSpec` from torch's `LaunchConfig` exactly as
+`torch.distributed.launcher.api.launch_agent` does, then maps the outcome to an exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.distributed.elastic.rendezvous.registry as rdzv_registry
+from torch.distributed.elastic import events, metrics
+from torch.distributed.elastic.agent.server.api import WorkerSpec, WorkerState
+from torch.distributed.elastic.multiprocessing import SignalException
+from torch.distributed.elastic.rendezvous import RendezvousParameters
+from torch.distributed.launcher.api import LaunchConfig, _get_addr_and_port
+
+from ftslurm import exit_codes
+from ftslurm.fault_tolerance.agent import FaultTolerantAgent
+from ftslurm.fault_tolerance.client import SAFETY_FACTOR_ENV
+from ftslurm.fault_tolerance.config import FaultToleranceConfig
+from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, make_private_dir
+from ftslurm.fault_tolerance.monitor import HeartbeatMonitor
+from ftslurm.fault_tolerance.status import StatusFile
+from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
+
+logger = logging.getLogger("ftslurm.launcher")
+
+
+def _raise_signal_exception(signum: int, frame: Any) -> None:
+    raise SignalException(f"launcher got signal {signum}", sigval=signal.Signals(signum))
+
+
+def _install_signal_handlers(names: str) -> None:
+    """Turn the handled signals into SignalException from the very start (torch only does so
+    once the first ranks run), so a stop during rendezvous also ends with exit code 94."""
+    for name in names.split(","):
+        name = name.strip()
+        if name and hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_signal_exception)
+
+
+def run_agent(
+    config: LaunchConfig,
+    entrypoint: Callable[..., Any] | str,
+    args: list[str],
+    *,
+    ft_config: FaultToleranceConfig,
+    timeouts: HeartbeatTimeouts,
+    run_dir: Path | None,
+    status_file: Path | None,
+    node: str,
+) -> int:
+    """Run the ranks to the end; return 0, FAILED, DO_NOT_RETRY or STOPPED."""
+    # torch 2.13 reuses the agent's shared TCPStore across restarts without a per-attempt key
+    # prefix, so restarted ranks read their predecessors' gloo/NCCL addresses and fail to
+    # connect. Rank 0 hosting a fresh store per attempt (torch's documented switch) avoids that.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    if not config.run_id:
+        config.run_id = str(uuid.uuid4().int)
+        logger.warning("no --rdzv-id given, generated run id %s", config.run_id)
+    rdzv_parameters = RendezvousParameters(
+        backend=config.rdzv_backend,
+        endpoint=config.rdzv_endpoint,
+        run_id=config.run_id,
+        min_nodes=config.min_nodes,
+        max_nodes=config.max_nodes,
+        local_addr=config.local_addr,
+        **config.rdzv_configs,
+    )
+    master_addr, master_port = _get_addr_and_port(rdzv_parameters)
+    os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle
+    _install_signal_handlers(config.signals_to_handle)
+
+    ipc_dir = make_private_dir()
+    os.environ[IPC_DIR_ENV] = str(ipc_dir)
+    os.environ[SAFETY_FACTOR_ENV] = repr(ft_config.safety_factor)
+    monitor = HeartbeatMonitor(ipc_dir, timeouts)
+    status = StatusFile(status_file, node=node, max_restarts=config.max_restarts)
+    status.update(timeouts=timeouts.to_dict())
+    logger.info(
+        "node %s: fault tolerance %s; heartbeat timeouts initial=%s s, subsequent=%s s; status %s",
+        node, ft_config.to_dict(), timeouts.initial, timeouts.subsequent, status_file,
+    )
+
+    spec = WorkerSpec(
+        role=config.role,
+        local_world_size=config.nproc_per_node,
+        entrypoint=entrypoint,
+        args=tuple(args),
+        rdzv_handler=rdzv_registry.get_rendezvous_handler(rdzv_parameters),
+        max_restarts=config.max_restarts,
+        monitor_interval=config.monitor_interval,
+        master_addr=master_addr,
+        master_port=master_port,
+        local_addr=config.local_addr,
+        event_log_handler=config.event_log_handler,
+        numa_options=config.numa_options,
+        duplicate_stdout_filters=config.duplicate_stdout_filters,
+        duplicate_stderr_filters=config.duplicate_stderr_filters,
+        virtual_local_rank=config.virtual_local_rank,
+    )
+    agent = FaultTolerantAgent(
+        spec=spec,
+        logs_specs=config.logs_specs,
+        start_method=config.start_method,
+        log_line_prefix_template=config.log_line_prefix_template,
+        shutdown_timeout=config.shutdown_timeout,
+        ft_config=ft_config,
+        monitor=monitor,
+        status=status,
+        run_dir=run_dir,
+        fixed_size=config.min_nodes == config.max_nodes,
+    )
+    shutdown_rdzv = True
+    try:
+        metrics.initialize_metrics(metrics.MetricsConfig(config.metrics_cfg))
+        result = agent.run()
+        events.record(agent.get_event_succeeded(), config.event_log_handler)
+        if result is not None and result.state == WorkerState.SUCCEEDED:
+            code, state = exit_codes.OK, "succeeded"
+        elif agent.do_not_retry:
+            code, state = exit_codes.DO_NOT_RETRY, "do_not_retry"
+        else:
+            code, state = exit_codes.FAILED, "failed"
+            logger.error("ranks failed and no restarts are left (--max-restarts=%d)",
+                         config.max_restarts)
+    except SignalException as error:
+        shutdown_rdzv = False  # keep the rendezvous open for the other nodes, as torch does
+        events.record(agent.get_event_failed(), config.event_log_handler)
+        logger.warning("stopped by %s: ranks were asked to stop", error.sigval.name)
+        status.event(kind="stop_signal", rank=None, signal=error.sigval.name,
+                     restart_count=agent.restart_count, action="stop")
+        code, state = exit_codes.STOPPED, "stopped"
+    except Exception:
+        events.record(agent.get_event_failed(), config.event_log_handler)
+        logger.exception("the launcher failed")
+        code, state = exit_codes.FAILED, "failed"
+    finally:
+        if shutdown_rdzv:
+            spec.rdzv_handler.shutdown()
+        monitor.close()
+    status.update(state=state, exit_code=code, restart_count=agent.restart_count)
+    logger.info("exiting with code %d (%s)", code, state)
+    return code

@@ -1,0 +1,73 @@
+"""The launcher's JSON status file: what it did and why, for the chain and for people.
+
+Written atomically (temp file + rename) after every event, so a reader never sees half a file::
+
+    {"node": "n2", "group_rank": 1, "launcher_pid": 123, "state": "running|succeeded|failed|
+     stopped|do_not_retry", "exit_code": null, "restart_count": 1, "max_restarts": 3,
+     "events": [{"time": 1700000000.0, "node": "n2", "rank": 3, "local_rank": 1,
+                 "kind": "hang|crash|peer_restart|do_not_retry|stop_signal",
+                 "heartbeat_age": 2.1, "timeout": 2.0, "phase": "subsequent",
+                 "exit_code": null, "restart_count": 0, "action": "restart|give_up|stop"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def node_name() -> str:
+    """This node's name: SLURM's node name when running under slurmd, else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+class StatusFile:
+    """Keeps the status document in memory and rewrites the file after each change."""
+
+    def __init__(self, path: Path | None, *, node: str, max_restarts: int) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {
+            "node": node,
+            "group_rank": None,
+            "launcher_pid": os.getpid(),
+            "state": "starting",
+            "exit_code": None,
+            "restart_count": 0,
+            "max_restarts": max_restarts,
+            "started_at": time.time(),
+            "updated_at": time.time(),
+            "events": [],
+        }
+        self._write()
+
+    def update(self, **fields: Any) -> None:
+        """Set top-level fields (state, exit_code, restart_count, group_rank, ...)."""
+        self.data.update(fields)
+        self._write()
+
+    def event(self, **fields: Any) -> dict[str, Any]:
+        """Append one event (time and node are filled in) and return it."""
+        record = {"time": time.time(), "node": self.data["node"], **fields}
+        self.data["events"].append(record)
+        self._write()
+        return record
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        self.data["updated_at"] = time.time()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.data, handle, indent=2)
+                handle.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
