@@ -1,9 +1,93 @@
-"""`ftslurm validate` and `ftslurm render` (placeholder until the job-spec issue lands)."""
+"""`ftslurm validate` and `ftslurm render`: check a job spec, print its sbatch script.
+
+Both exit with code 2 and write nothing when the spec (or its template) is wrong; every problem
+is listed at once with its file and line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from ftslurm import exit_codes
+from ftslurm.errors import UsageError
+from ftslurm.render import render, write_atomic
+from ftslurm.spec import JobSpec, load_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the job-spec subcommands."""
+    validate = subparsers.add_parser(
+        "validate", help="check a job spec (and its template); print a summary or every error",
+        description="Check a job spec and the sbatch script it renders to. Prints 'ok' and a "
+        "short summary, or every problem with its file and line (exit code 2).",
+    )
+    validate.add_argument("spec", metavar="JOB_YAML", help="the job spec, e.g. job.yaml")
+    validate.set_defaults(handler=run_validate)
+
+    render_parser = subparsers.add_parser(
+        "render", help="print the sbatch script of a job spec without submitting it",
+        description="Render the sbatch script of a job spec to stdout (or to FILE with -o). "
+        "Nothing is submitted and the run directory is not touched.",
+    )
+    render_parser.add_argument("spec", metavar="JOB_YAML", help="the job spec, e.g. job.yaml")
+    render_parser.add_argument(
+        "-o", "--output", metavar="FILE", type=Path, default=None,
+        help="write the script to FILE (replaced atomically, made executable) instead of stdout",
+    )
+    render_parser.set_defaults(handler=run_render)
+
+
+def summary(spec: JobSpec) -> list[str]:
+    """A few lines that say what the spec will run, for `ftslurm validate`."""
+    res, launch = spec.resources, spec.launch
+    limit = res.time or "the partition's default"
+    place = ", ".join(
+        f"{key} {value}" for key, value in
+        (("partition", res.partition), ("account", res.account), ("qos", res.qos)) if value
+    )
+    restarts = "" if launch.launcher == "none" else f", up to {launch.max_restarts} in-job restarts"
+    command = " ".join(spec.command.argv(launch.python))
+    lines = [
+        f"name:       {spec.name}",
+        f"resources:  {res.nodes} node(s) x {res.nproc_per_node} rank(s) = {res.world_size} "
+        f"rank(s); time limit {limit}" + (f"; {place}" if place else ""),
+        f"launcher:   {launch.launcher}{restarts}",
+        f"command:    {command}",
+        f"run_dir:    {spec.run_dir}",
+        f"autoresume: at most {spec.autoresume.max_failures} failure(s), "
+        f"{spec.autoresume.max_attempts} attempt(s); finished when {spec.autoresume.flag_file} "
+        "exists",
+        f"signals:    {spec.signals.warning_signal} {spec.signals.warning_time} s before the "
+        f"time limit; ranks get {spec.signals.stop_grace} s to stop",
+    ]
+    return lines
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """`ftslurm validate JOB_YAML`."""
+    spec = load_spec(args.spec)
+    render(spec)  # the template must render too
+    print(f"ok: {args.spec}")
+    for line in summary(spec):
+        print(f"  {line}")
+    return exit_codes.OK
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """`ftslurm render JOB_YAML [-o FILE]`."""
+    script = render(load_spec(args.spec))
+    if args.output is None:
+        sys.stdout.write(script)
+        return exit_codes.OK
+    if args.output.is_dir():
+        raise UsageError(f"-o {args.output}: is a directory; give a file name such as job.sbatch")
+    if not args.output.parent.is_dir():
+        raise UsageError(f"-o {args.output}: the directory {args.output.parent} does not exist")
+    try:
+        write_atomic(args.output, script, mode=0o755)
+    except OSError as error:
+        raise UsageError(f"-o {args.output}: cannot write the script: {error.strerror}") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return exit_codes.OK

@@ -1,0 +1,282 @@
+"""The job spec: `job.yaml` validated into a `JobSpec` (frozen dataclasses).
+
+`load_spec(path)` reads the file, checks every key and raises one `SpecError` (a UsageError, exit
+code 2) that lists every problem with its file, line, key and what is expected. Relative paths in
+the spec are relative to the YAML file's directory and are stored absolute. docs/job-spec.md is
+the reference of every key; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from ftslurm import env_vars
+from ftslurm.errors import UsageError
+from ftslurm.shell import directive_value_problem
+from ftslurm.spec_fields import Issues, Section, check_writable_place
+from ftslurm.spec_resources import Resources, read_resources
+from ftslurm.spec_sections import (
+    AutoResume,
+    Signals,
+    read_autoresume,
+    read_fault_tolerance,
+    read_signals,
+)
+from ftslurm.spec_yaml import YMapping, load_yaml
+
+Launcher = Literal["ft", "torchrun", "none"]
+LAUNCHERS: tuple[str, ...] = ("ft", "torchrun", "none")
+#: In-job restarts when `max_restarts` is not given (ft and torchrun launchers).
+DEFAULT_MAX_RESTARTS = 3
+
+TOP_LEVEL_KEYS: tuple[str, ...] = (
+    "name", "run_dir", "workdir", "template", "python",
+    "nodes", "nproc_per_node", "ntasks", "gpus_per_node", "cpus_per_task", "mem", "time",
+    "partition", "account", "qos", "constraint", "exclude", "nodelist", "exclusive", "sbatch",
+    "command", "env", "setup", "srun_args", "container_image", "container_mounts",
+    "launcher", "max_restarts", "launcher_args",
+    "fault_tolerance", "autoresume", "signals",
+)
+
+#: Variables the script sets itself; `env` must not set them.
+RESERVED_ENV = frozenset({
+    env_vars.FINISHED_FLAG_FILE, env_vars.RUN_DIR, env_vars.ATTEMPT, env_vars.FT_CONFIG_FILE,
+    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+})
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Command:
+    """The training program: a Python script, `-m module`, or another executable."""
+
+    kind: Literal["script", "module", "executable"]
+    target: str
+    args: tuple[str, ...] = ()
+
+    def argv(self, python: str) -> tuple[str, ...]:
+        """The full command line that runs it directly (what one rank runs)."""
+        if self.kind == "script":
+            return (python, self.target, *self.args)
+        if self.kind == "module":
+            return (python, "-m", self.target, *self.args)
+        return (self.target, *self.args)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How ranks are started on the nodes."""
+
+    launcher: Launcher = "ft"
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    launcher_args: tuple[str, ...] = ()
+    srun_args: tuple[str, ...] = ()
+    container_image: str | None = None
+    container_mounts: tuple[str, ...] = ()
+    python: str = "python3"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job spec; build it with `load_spec`."""
+
+    source: Path
+    name: str
+    run_dir: Path
+    workdir: Path
+    template: Path | None
+    resources: Resources
+    command: Command
+    env: tuple[tuple[str, str], ...]
+    setup: tuple[str, ...]
+    launch: Launch
+    fault_tolerance: MappingProxyType[str, Any]
+    autoresume: AutoResume
+    signals: Signals
+
+    @property
+    def ft_config_path(self) -> Path:
+        """Where the `fault_tolerance:` section is written for the launcher."""
+        return self.run_dir / "ft_config.yaml"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where SLURM writes the job's output."""
+        return self.run_dir / "logs"
+
+    def with_max_failures(self, max_failures: int) -> JobSpec:
+        """A copy with `autoresume.max_failures` replaced (the CLI `--max-failures`)."""
+        if max_failures < 0:
+            raise UsageError(f"--max-failures must be >= 0, got {max_failures}")
+        return replace(self, autoresume=replace(self.autoresume, max_failures=max_failures))
+
+
+def load_spec(path: str | os.PathLike[str]) -> JobSpec:
+    """Read and validate a job spec file; raises UsageError (exit 2) listing every problem."""
+    source = Path(os.path.abspath(path))
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file", hint="give the path of your job.yaml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: cannot read the job spec: {error}") from None
+    return parse_spec(text, source)
+
+
+def parse_spec(text: str, source: Path) -> JobSpec:
+    """Validate the YAML `text` of a spec whose file is `source` (used for messages and paths)."""
+    filename = str(source)
+    root = load_yaml(text, filename)
+    issues = Issues(filename)
+    if not isinstance(root, YMapping):
+        issues.add(getattr(root, "line", 1), "(top level)",
+                   "expected a mapping of keys such as name:, nodes:, command:")
+        issues.raise_if_any()
+    assert isinstance(root, YMapping)
+    top = Section(root, "", issues)
+    top.check_keys(TOP_LEVEL_KEYS)
+    base = source.parent
+    name = _read_name(top)
+    resources = read_resources(top)
+    launch = _read_launch(top)
+    fault_tolerance = read_fault_tolerance(top)
+    signals = read_signals(top, resources.time_seconds, launch.launcher)
+    run_dir = _path(base, top.string("run_dir", None)) or base / "runs" / (name or "job")
+    check_writable_place(top, "run_dir", run_dir, directory=True)
+    problem = directive_value_problem(str(run_dir))
+    if problem:
+        top.error("run_dir", f"{run_dir} {problem}")
+    spec = JobSpec(
+        source=source,
+        name=name,
+        run_dir=run_dir,
+        workdir=_path(base, top.string("workdir", None, directive=True)) or base,
+        template=_read_template(top, base),
+        resources=resources,
+        command=_read_command(top),
+        env=_read_env(top),
+        setup=_read_setup(top),
+        launch=launch,
+        fault_tolerance=MappingProxyType(fault_tolerance),
+        autoresume=read_autoresume(top, base, run_dir),
+        signals=signals,
+    )
+    issues.raise_if_any()
+    return spec
+
+
+def _path(base: Path, text: str | None) -> Path | None:
+    if text is None:
+        return None
+    return Path(os.path.abspath(base / os.path.expanduser(text)))
+
+
+def _read_name(top: Section) -> str:
+    name = top.string("name", None, directive=True)
+    if name is None:
+        if not top.has("name"):
+            top.error("name", "missing; give the run a name, e.g. `name: llama-8b`")
+        return ""
+    if "/" in name or name in (".", ".."):
+        top.error("name", f"{name!r} cannot be a directory name; use no '/' and not '.' or '..'")
+        return ""
+    return name
+
+
+def _read_template(top: Section, base: Path) -> Path | None:
+    path = _path(base, top.string("template", None))
+    if path is not None and not path.is_file():
+        top.error("template", f"{path} is not a file; give the path of your sbatch template "
+                              "(relative to the job spec) or remove the key")
+    return path
+
+
+def _read_command(top: Section) -> Command:
+    words = top.string_list("command")
+    if not words:
+        if not top.has("command"):
+            top.error("command", "missing; e.g. `command: [train.py, --lr, '3e-4']` or "
+                                 "`command: -m mypkg.train --epochs 10`")
+        else:
+            top.error("command", "is empty; give a script, `-m module` or executable")
+        return Command("executable", "true")
+    if words[0] == "-m":
+        if len(words) < 2 or words[1].startswith("-"):
+            top.error("command", "`-m` must be followed by a module name, e.g. -m mypkg.train")
+            return Command("executable", "true")
+        return Command("module", words[1], words[2:])
+    if words[0].startswith("-"):
+        top.error("command", f"starts with the option {words[0]!r}; put launcher options in "
+                             "launcher_args and start the command with a script or -m module")
+    kind: Literal["script", "executable"] = "script" if words[0].endswith(".py") else "executable"
+    return Command(kind, words[0], words[1:])
+
+
+def _read_env(top: Section) -> tuple[tuple[str, str], ...]:
+    section = top.section("env")
+    env: list[tuple[str, str]] = []
+    for key in section.node.entries:
+        if not _ENV_NAME.match(key):
+            section.error(key, "not a valid environment variable name (letters, digits, _)")
+        elif key in RESERVED_ENV:
+            section.error(key, "ftslurm sets this variable itself; remove it from env "
+                               "(the flag file is autoresume.flag_file)")
+        elif not section.has(key):
+            section.error(key, "has no value; write '' for an empty string")
+        else:
+            value = section.string(key, None, nonempty=False)
+            if value is not None:
+                env.append((key, value))
+    return tuple(env)
+
+
+def _read_setup(top: Section) -> tuple[str, ...]:
+    lines = top.string_list("setup", split=False)
+    return tuple(line for block in lines for line in block.splitlines())
+
+
+def _read_launch(top: Section) -> Launch:
+    launcher = top.string("launcher", "ft")
+    if launcher not in LAUNCHERS:
+        top.error("launcher", f"expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        launcher = "ft"
+    max_restarts = top.integer("max_restarts", DEFAULT_MAX_RESTARTS, minimum=0)
+    if launcher == "none":
+        for key in ("max_restarts", "launcher_args"):
+            if top.has(key):
+                top.error(key, "launcher none runs the command with srun only; remove "
+                               f"{key} or use launcher ft or torchrun")
+        max_restarts = 0
+    mounts = top.string_list("container_mounts", split=False)
+    if len(mounts) == 1 and "," in mounts[0]:
+        mounts = tuple(mount.strip() for mount in mounts[0].split(","))
+    elif any("," in mount for mount in mounts):
+        top.error("container_mounts", "an entry holds ','; give one SRC:DST[:FLAGS] per item")
+    if mounts and not top.has("container_image"):
+        top.error("container_mounts", "needs container_image (pyxis mounts into a container)")
+    return Launch(
+        launcher=launcher,
+        max_restarts=max_restarts,
+        launcher_args=top.string_list("launcher_args"),
+        srun_args=top.string_list("srun_args"),
+        container_image=top.string("container_image", None),
+        container_mounts=mounts,
+        python=top.string("python", "python3"),
+    )
+
+
+__all__ = [
+    "LAUNCHERS",
+    "Command",
+    "JobSpec",
+    "Launch",
+    "Resources",
+    "load_spec",
+    "parse_spec",
+]

@@ -1,0 +1,138 @@
+"""The nested sections of the job spec: `fault_tolerance:`, `autoresume:` and `signals:`.
+
+`fault_tolerance:` is validated by the launcher's own `FaultToleranceConfig` (one set of rules)
+and kept as a mapping with every default filled in, because the launcher reads it back from
+`<run_dir>/ft_config.yaml`; its key names are nvidia-resiliency-ext's, so users migrate by copying
+the section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftslurm import exit_codes
+from ftslurm.errors import UsageError
+from ftslurm.fault_tolerance.config import FaultToleranceConfig, parse_value
+from ftslurm.spec_fields import Section, check_writable_place, signal_name
+from ftslurm.spec_yaml import YScalar, to_python
+
+DEFAULT_MAX_FAILURES = 3
+DEFAULT_MAX_ATTEMPTS = 100
+DEFAULT_WARNING_SIGNAL = "SIGUSR1"
+DEFAULT_WARNING_TIME = 300
+DEFAULT_STOP_GRACE = 60
+#: SLURM's limit for the time in `--signal=SIG@TIME`.
+MAX_WARNING_TIME = 65535
+
+
+@dataclass(frozen=True)
+class AutoResume:
+    """When the chain of attempts stops."""
+
+    max_failures: int = DEFAULT_MAX_FAILURES
+    flag_file: Path = Path("finished.flag")
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    do_not_retry_exit_code: int = exit_codes.DO_NOT_RETRY
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The warning SLURM sends before the time limit, and the stop that follows."""
+
+    warning_signal: str = DEFAULT_WARNING_SIGNAL
+    warning_time: int = DEFAULT_WARNING_TIME
+    #: Seconds the launcher gives ranks to exit after asking them to stop (`--shutdown-timeout`).
+    stop_grace: int = DEFAULT_STOP_GRACE
+
+    @property
+    def sbatch_signal(self) -> str:
+        """The value of `#SBATCH --signal`: sent to the batch shell only (`B:`)."""
+        return f"B:{self.warning_signal.removeprefix('SIG')}@{self.warning_time}"
+
+
+def read_fault_tolerance(top: Section) -> dict[str, Any]:
+    """The `fault_tolerance:` section, checked key by key by FaultToleranceConfig, as a plain
+    mapping with every default filled in (what `<run_dir>/ft_config.yaml` holds)."""
+    section = top.section("fault_tolerance")
+    known = [field.name for field in dataclasses.fields(FaultToleranceConfig)]
+    section.check_keys(known)
+    values: dict[str, Any] = {}
+    for key, entry in section.node.entries.items():
+        if key not in known:
+            continue
+        if not isinstance(entry.node, YScalar):
+            section.error(key, "expected a single value, not a list or mapping")
+            continue
+        raw = to_python(entry.node)
+        if key == "rank_termination_signal" and isinstance(raw, str) and not signal_name(raw):
+            section.error(key, f"expected a signal name such as SIGTERM or SIGKILL, got {raw!r}")
+            continue
+        try:
+            value = parse_value(key, raw, origin="job spec")
+            FaultToleranceConfig(**{key: value})  # the config's own range checks, for this key
+        except UsageError as error:
+            section.error(key, error.message.removeprefix("job spec: "))
+        else:
+            values[key] = value
+    try:
+        return FaultToleranceConfig(**values).to_dict()
+    except UsageError as error:  # a rule that relates several keys
+        section.issues.add(section.line, "fault_tolerance", error.message)
+        return FaultToleranceConfig().to_dict()
+
+
+def read_autoresume(top: Section, base: Path, run_dir: Path) -> AutoResume:
+    """The `autoresume:` section; the flag file must be in a place this user can write."""
+    section = top.section("autoresume")
+    section.check_keys(("max_failures", "flag_file", "max_attempts", "do_not_retry_exit_code"))
+    flag_text = section.string("flag_file", None)
+    if flag_text is None:
+        flag_file = run_dir / "finished.flag"
+    else:
+        flag_file = Path(os.path.abspath(base / os.path.expanduser(flag_text)))
+        check_writable_place(section, "flag_file", flag_file, directory=False)
+    return AutoResume(
+        max_failures=section.integer("max_failures", DEFAULT_MAX_FAILURES, minimum=0),
+        flag_file=flag_file,
+        max_attempts=section.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, minimum=1),
+        do_not_retry_exit_code=section.integer(
+            "do_not_retry_exit_code", exit_codes.DO_NOT_RETRY, minimum=1, maximum=255
+        ),
+    )
+
+
+def read_signals(top: Section, time_limit: int | None, launcher: str) -> Signals:
+    """The `signals:` section, checked against the time limit."""
+    section = top.section("signals")
+    section.check_keys(("warning_signal", "warning_time", "stop_grace"))
+    warning_signal = section.signal("warning_signal", DEFAULT_WARNING_SIGNAL, catchable=True)
+    warning_time = section.integer(
+        "warning_time", DEFAULT_WARNING_TIME, minimum=1, maximum=MAX_WARNING_TIME
+    )
+    grace = section.integer("stop_grace", DEFAULT_STOP_GRACE, minimum=0)
+    if launcher == "none" and section.has("stop_grace"):
+        section.error("stop_grace", "launcher none has no launcher to enforce it (srun passes "
+                                    "SIGTERM to the ranks directly); remove it or use launcher ft")
+    elif grace >= warning_time:
+        section.error("stop_grace" if section.has("stop_grace") else "warning_time",
+                      f"the ranks get {grace} s to stop but the warning comes only "
+                      f"{warning_time} s before the time limit; make warning_time larger "
+                      "than stop_grace")
+    if time_limit is not None and warning_time >= time_limit:
+        section.error("warning_time", f"{warning_time} s is not shorter than the job's time "
+                                      f"limit ({time_limit} s); the warning would come before "
+                                      "the job starts")
+    return Signals(warning_signal, warning_time, grace)
+
+
+__all__ = [
+    "AutoResume",
+    "Signals",
+    "read_autoresume",
+    "read_fault_tolerance",
+    "read_signals",
+]

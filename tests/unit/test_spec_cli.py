@@ -1,0 +1,80 @@
+"""`ftslurm validate` and `ftslurm render` on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ftslurm.cli import main
+
+GOOD = "name: demo\nnodes: 2\nnproc_per_node: 2\ntime: '1:00:00'\ncommand: train.py\n"
+BAD = "name: demo\nnodes: 0\ncommand: train.py\nlaunchr: ft\n"
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD)
+    return path
+
+
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    return path
+
+
+def test_validate_prints_ok_and_a_summary(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ok: {good}\n")
+    assert "2 node(s) x 2 rank(s) = 4 rank(s)" in out
+
+
+def test_validate_lists_all_errors_and_exits_2(bad: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: nodes: expected an integer >= 1, got 0" in err
+    assert f'{bad}:4: launchr: unknown key (did you mean "launcher"?)' in err
+
+
+def test_render_prints_the_script(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("#!/bin/bash\n") and "#SBATCH --nodes=2" in out
+    assert not (good.parent / "runs").exists()
+
+
+def test_render_to_a_file(good: Path, tmp_path: Path) -> None:
+    target = tmp_path / "job.sbatch"
+    assert main(["render", str(good), "-o", str(target)]) == 0
+    assert target.read_text().startswith("#!/bin/bash\n")
+    assert target.stat().st_mode & 0o100
+
+
+def test_bad_spec_writes_nothing(bad: Path, tmp_path: Path) -> None:
+    target = tmp_path / "job.sbatch"
+    assert main(["render", str(bad), "-o", str(target)]) == 2
+    assert not target.exists()
+
+
+def test_bad_template_is_reported_with_its_line(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "my.sbatch").write_text("#!/bin/bash\n{{ sbatch_directives }}\n{{ comand }}\n")
+    (tmp_path / "job.yaml").write_text(GOOD + "template: my.sbatch\n")
+    assert main(["validate", str(tmp_path / "job.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'my.sbatch'}:3: unknown placeholder {{{{ comand }}}}" in err
+    assert 'did you mean "command"?' in err
+
+
+def test_custom_template_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "my.sbatch").write_text(
+        "#!/bin/bash\n{{ sbatch_directives }}\n{{ environment }}\nsrun {{ command }}\n"
+    )
+    (tmp_path / "job.yaml").write_text(GOOD + "template: my.sbatch\n")
+    assert main(["render", str(tmp_path / "job.yaml")]) == 0
+    assert capsys.readouterr().out.endswith("\nsrun python3 train.py\n")
