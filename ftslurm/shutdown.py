@@ -20,10 +20,13 @@ blocks forever: if a peer does not join within `peer_timeout` seconds, `PeerLost
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -132,6 +135,8 @@ class GracefulShutdown:
         if self._calls % self.check_every:
             return False
         self._decided = self._vote(self._requested.is_set())
+        if self._decided:
+            _tell_launcher()
         return self._decided
 
     def _vote(self, local: bool) -> bool:
@@ -163,6 +168,16 @@ class GracefulShutdown:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
         work.wait()  # re-raises a backend error (e.g. a peer closed its connection)
+
+
+def _tell_launcher() -> None:
+    """Under `ftslurm launch`, leave the stop-voted marker so the launcher exits "stopped"."""
+    from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, STOP_VOTED_FILE
+
+    ipc_dir = os.environ.get(IPC_DIR_ENV)
+    if ipc_dir:
+        with contextlib.suppress(OSError):
+            (Path(ipc_dir) / STOP_VOTED_FILE).touch()
 
 
 def _distributed() -> Any:

@@ -16,6 +16,8 @@ every rank of the job sees the same `TORCHELASTIC_RESTART_COUNT`.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElas
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from ftslurm import exit_codes
+from ftslurm.fault_tolerance import stop_signals
 from ftslurm.fault_tolerance.client import DUMP_SIGNAL
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
 from ftslurm.fault_tolerance.monitor import Hang, HeartbeatMonitor
@@ -35,6 +38,10 @@ logger = logging.getLogger("ftslurm.launcher")
 
 #: Longest wait for a hung rank to finish writing its stack dump.
 DUMP_TIMEOUT = 2.0
+#: After a rank fails, how long the other ranks get to finish exiting before the launcher reads
+#: their exit codes: a rank that exits with the do-not-retry code may still be finalizing when
+#: its peers, broken out of a collective, have already died.
+EXIT_CODES_WINDOW = 2.0
 
 
 class FaultTolerantAgent(LocalElasticAgent):
@@ -48,6 +55,7 @@ class FaultTolerantAgent(LocalElasticAgent):
         status: StatusFile,
         run_dir: Path | None,
         fixed_size: bool,
+        ipc_dir: Path,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -56,6 +64,7 @@ class FaultTolerantAgent(LocalElasticAgent):
         self._status = status
         self._run_dir = run_dir
         self._fixed_size = fixed_size
+        self._ipc_dir = ipc_dir
         self._last_check = 0.0
         #: True once a rank exited with the do-not-retry code; the launcher then exits with it.
         self.do_not_retry = False
@@ -67,7 +76,10 @@ class FaultTolerantAgent(LocalElasticAgent):
 
     def _start_workers(self, worker_group: WorkerGroup) -> dict[int, int]:
         self._monitor.prepare([(w.global_rank, w.local_rank) for w in worker_group.workers])
+        stop_signals.clear_stop_vote(self._ipc_dir)
         pids = super()._start_workers(worker_group)
+        # torch's process context just installed its own handler for the stop signals.
+        stop_signals.install(os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE", ""))
         self._monitor.set_pids(pids)
         self._last_check = time.monotonic()
         self._status.update(
@@ -83,6 +95,13 @@ class FaultTolerantAgent(LocalElasticAgent):
 
     def _stop_workers(self, worker_group: WorkerGroup) -> None:
         self._shutdown(timeout=self._shutdown_timeout)
+
+    def _shutdown(self, death_sig: signal.Signals = signal.SIGTERM, timeout: int = 30) -> None:
+        # torch forwards the signal the launcher got (SIGINT, SIGUSR1, ...); ranks are promised
+        # SIGTERM, the signal GracefulShutdown and SLURM-aware code handle.
+        if death_sig != signal.SIGKILL:
+            death_sig = signal.SIGTERM
+        super()._shutdown(death_sig, timeout)
 
     def _monitor_workers(self, worker_group: WorkerGroup) -> RunResult:
         result = super()._monitor_workers(worker_group)
@@ -118,8 +137,32 @@ class FaultTolerantAgent(LocalElasticAgent):
             **fields,
         )
 
+    def _exit_codes_after_failure(self) -> dict[int, int]:
+        """local rank -> exit code of the ranks that exit within EXIT_CODES_WINDOW."""
+        handlers = getattr(self._pcontext, "subprocess_handlers", None) or {}
+        deadline = time.monotonic() + EXIT_CODES_WINDOW
+        while True:
+            codes = {local: handler.proc.poll() for local, handler in handlers.items()}
+            done = all(code is not None for code in codes.values())
+            if done or exit_codes.DO_NOT_RETRY in codes.values() or time.monotonic() > deadline:
+                return {local: code for local, code in codes.items() if code is not None}
+            time.sleep(0.02)
+
+    def _add_late_do_not_retry(self, result: RunResult) -> None:
+        """Add to `result` a rank that exited with the do-not-retry code after the first failure."""
+        workers = {w.local_rank: w for w in self._worker_group.workers}
+        for local, code in self._exit_codes_after_failure().items():
+            worker = workers.get(local)
+            if code == exit_codes.DO_NOT_RETRY and worker is not None:
+                result.failures[worker.global_rank] = ProcessFailure(
+                    local_rank=local, pid=worker.id or -1, exitcode=code, error_file=""
+                )
+
     def _on_crash(self, result: RunResult) -> RunResult:
         codes = {rank: failure.exitcode for rank, failure in result.failures.items()}
+        if exit_codes.DO_NOT_RETRY not in codes.values():
+            self._add_late_do_not_retry(result)
+            codes = {rank: failure.exitcode for rank, failure in result.failures.items()}
         if exit_codes.DO_NOT_RETRY in codes.values():
             self.do_not_retry = True
             self._remaining_restarts = 0

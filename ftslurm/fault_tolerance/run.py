@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.launcher.api import LaunchConfig, _get_addr_and_port
 
 from ftslurm import exit_codes
+from ftslurm.fault_tolerance import stop_signals
 from ftslurm.fault_tolerance.agent import FaultTolerantAgent
 from ftslurm.fault_tolerance.client import SAFETY_FACTOR_ENV
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
@@ -31,19 +31,6 @@ from ftslurm.fault_tolerance.status import StatusFile
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
 
 logger = logging.getLogger("ftslurm.launcher")
-
-
-def _raise_signal_exception(signum: int, frame: Any) -> None:
-    raise SignalException(f"launcher got signal {signum}", sigval=signal.Signals(signum))
-
-
-def _install_signal_handlers(names: str) -> None:
-    """Turn the handled signals into SignalException from the very start (torch only does so
-    once the first ranks run), so a stop during rendezvous also ends with exit code 94."""
-    for name in names.split(","):
-        name = name.strip()
-        if name and hasattr(signal, name):
-            signal.signal(getattr(signal, name), _raise_signal_exception)
 
 
 def run_agent(
@@ -76,7 +63,7 @@ def run_agent(
     )
     master_addr, master_port = _get_addr_and_port(rdzv_parameters)
     os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle
-    _install_signal_handlers(config.signals_to_handle)
+    stop_signals.install(config.signals_to_handle)
 
     ipc_dir = make_private_dir()
     os.environ[IPC_DIR_ENV] = str(ipc_dir)
@@ -117,6 +104,7 @@ def run_agent(
         status=status,
         run_dir=run_dir,
         fixed_size=config.min_nodes == config.max_nodes,
+        ipc_dir=ipc_dir,
     )
     shutdown_rdzv = True
     try:
@@ -124,7 +112,13 @@ def run_agent(
         result = agent.run()
         events.record(agent.get_event_succeeded(), config.event_log_handler)
         if result is not None and result.state == WorkerState.SUCCEEDED:
-            code, state = exit_codes.OK, "succeeded"
+            if stop_signals.stop_was_voted(ipc_dir):
+                # The ranks agreed to stop (a signal reached some of them, not this launcher).
+                status.event(kind="stop_voted", rank=None, restart_count=agent.restart_count,
+                             action="stop")
+                code, state = exit_codes.STOPPED, "stopped"
+            else:
+                code, state = exit_codes.OK, "succeeded"
         elif agent.do_not_retry:
             code, state = exit_codes.DO_NOT_RETRY, "do_not_retry"
         else:

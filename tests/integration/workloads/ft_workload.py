@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ftslurm.fault_tolerance import RankMonitorClient
+from ftslurm import exit_codes
+from ftslurm.fault_tolerance import RankMonitorClient, exit_do_not_retry
 
 RANK = int(os.environ["RANK"])
 RESTART = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
@@ -111,7 +112,10 @@ def main() -> int:
             if wanted(args.crash):
                 raise RuntimeError("injected crash")
             if args.exit_code and wanted(args.exit_code.rsplit(":", 1)[0]):
-                sys.exit(int(args.exit_code.rsplit(":", 1)[1]))
+                code = int(args.exit_code.rsplit(":", 1)[1])
+                if code == exit_codes.DO_NOT_RETRY:
+                    exit_do_not_retry("injected")
+                sys.exit(code)
     if args.learn:
         client.calculate_and_set_hb_timeouts()
         if args.state is not None and RANK == 0:

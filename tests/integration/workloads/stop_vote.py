@@ -2,7 +2,8 @@
 
 Environment: torchrun's RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, plus
 STOP_VOTE_DIR: where each rank writes `progress-<rank>` (its current step, every step) and
-`stopped-<rank>` (the step it stopped at); rank 0 writes `checkpoint.pt` atomically.
+`stopped-<rank>` (the step it stopped at) and `pid-<rank>`; rank 0 writes `checkpoint.pt`
+atomically.
 STOP_VOTE_MAX_STEPS: safety bound on the loop (default 100000).
 """
 
@@ -30,6 +31,7 @@ def main() -> int:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     stopper = GracefulShutdown(peer_timeout=60)
+    write_atomic(out / f"pid-{rank}", str(os.getpid()))
     torch.manual_seed(0)
     weights = torch.zeros(4)
     step = 0
