@@ -18,6 +18,7 @@ from ftslurm.errors import FtslurmError
 #: Modules that register subcommands, in the order they appear in `--help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "ftslurm.commands.spec",
+    "ftslurm.commands.chain",
 )
 
 #: Subcommands whose whole command line is handed to another parser untouched.

@@ -161,7 +161,11 @@ class Supervisor:
                     kill_at = now + request.kill_wait_s
                     warn_at = None
                 if warn_at is not None and now >= warn_at:
-                    to_group(int(request.warning_signal or 0))
+                    if request.warning_script_only:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(child.pid, int(request.warning_signal or 0))
+                    else:
+                        to_group(int(request.warning_signal or 0))
                     warn_at = None
                 if kill_at is not None and now >= kill_at:
                     to_group(signal.SIGKILL)

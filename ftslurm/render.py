@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from ftslurm import env_vars, shell
+from ftslurm.chain.script_hooks import end_hook, start_hook
 from ftslurm.errors import UsageError
 from ftslurm.spec import Command, JobSpec
 from ftslurm.spec_fields import suggestion
@@ -33,12 +34,6 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     "none": "srun.sbatch",
 }
 
-#: The chain hooks. The auto-resume issue turns them into `ftslurm` subcommand calls.
-CHAIN_START_HOOK = ': "ftslurm chain hook: start (no-op until the auto-resume chain lands)"'
-CHAIN_END_HOOK = (
-    ': "ftslurm chain hook: end with launcher status $status (no-op until the auto-resume '
-    'chain lands)"'
-)
 
 #: The comment above the spec's setup lines (left out with them when there are none).
 SETUP_HEADER = "# Setup lines of the job spec, run once on the first node."
@@ -48,8 +43,10 @@ PLACEHOLDERS: dict[str, str] = {
     "sbatch_directives": "the #SBATCH lines (resources, output, --open-mode, --signal, sbatch:)",
     "environment": "export lines: ftslurm's variables, then the spec's env:",
     "setup": "the spec's setup: lines, verbatim, under a comment (empty without setup:)",
-    "chain_start": "the chain hook run before the launch",
-    "chain_end": "the chain hook run after the launch ($status holds its exit status)",
+    "chain_start": "the chain hook run before the launch (`ftslurm chain-start`; the script "
+                   "exits 0 without launching when the run is already over)",
+    "chain_end": "the chain hook run after the launch (`ftslurm chain-end`; $status holds the "
+                 "launch's exit status)",
     "warning_signal": "the warning signal's name for `trap`, e.g. USR1",
     "srun_options": "srun's options: nodes, tasks per node, CPUs, container, srun_args:",
     "python": "the spec's python: interpreter",
@@ -147,8 +144,9 @@ def substitutions(spec: JobSpec) -> dict[str, str]:
         "sbatch_directives": "\n".join(sbatch_directives(spec)),
         "environment": "\n".join(environment_lines(spec)),
         "setup": "\n".join((SETUP_HEADER, *spec.setup)) if spec.setup else "",
-        "chain_start": CHAIN_START_HOOK,
-        "chain_end": CHAIN_END_HOOK,
+        "chain_start": start_hook(shell.quote(launch.python),
+                                  shell.quote(spec.signals.warning_signal.removeprefix("SIG"))),
+        "chain_end": end_hook(shell.quote(launch.python)),
         "warning_signal": shell.quote(spec.signals.warning_signal.removeprefix("SIG")),
         "srun_options": shell.quote_args(srun_options(spec)),
         "python": shell.quote(launch.python),
@@ -260,8 +258,6 @@ def prepare_run_dir(spec: JobSpec) -> None:
 
 __all__ = [
     "BUILTIN_TEMPLATES",
-    "CHAIN_END_HOOK",
-    "CHAIN_START_HOOK",
     "PLACEHOLDERS",
     "ScriptTemplate",
     "TemplateError",

@@ -56,6 +56,8 @@ class AttemptRequest:
     #: Sent to the job `warning_lead_s` seconds before the time limit (SLURM's --signal).
     warning_signal: int | None = None
     warning_lead_s: float = 0.0
+    #: Send the warning to the script only, not its whole process group (SLURM's `B:` prefix).
+    warning_script_only: bool = False
     #: Seconds between SIGTERM and SIGKILL (SLURM's KillWait).
     kill_wait_s: float = 30.0
     exclude_nodes: tuple[str, ...] = ()
@@ -79,6 +81,10 @@ class JobState:
     end: float | None = None
     reason: str | None = None
     cancelled_by: int | None = None
+    #: How often the scheduler requeued the job (each earlier run ended in one of
+    #: `earlier_states`, oldest first; e.g. ("PREEMPTED",)).
+    requeues: int = 0
+    earlier_states: tuple[str, ...] = ()
 
     @property
     def is_final(self) -> bool:

@@ -21,10 +21,10 @@ blocks forever: if a peer does not join within `peer_timeout` seconds, `PeerLost
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
@@ -156,18 +156,14 @@ class GracefulShutdown:
         return bool(flag.item())
 
     def _wait(self, work: Any) -> None:
-        # Work.wait(timeout) is not honoured by every backend: poll with a deadline instead.
-        deadline = time.monotonic() + self.peer_timeout
-        delay = 0.0005
-        while not work.is_completed():
-            if time.monotonic() > deadline:
-                raise PeerLostError(
-                    f"a peer did not join the stop vote within {self.peer_timeout:g} s "
-                    "(it is gone or hung); exiting instead of waiting forever"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        work.wait()  # re-raises a backend error (e.g. a peer closed its connection)
+        # gloo and NCCL both honour a timeout here (NCCL blocks the CPU thread until done).
+        try:
+            work.wait(timeout=datetime.timedelta(seconds=self.peer_timeout))
+        except RuntimeError as error:
+            raise PeerLostError(
+                f"the stop vote failed: a peer did not join within {self.peer_timeout:g} s or "
+                f"is gone ({error}); exiting instead of waiting forever"
+            ) from error
 
 
 def _tell_launcher() -> None:

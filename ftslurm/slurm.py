@@ -280,6 +280,22 @@ class SlurmClient:
         records = [r for recs in self.job_states(job_ids).values() for r in recs]
         return summarize(records)
 
+    def find_jobs(self, name: str, *, since: float | None = None) -> list[str]:
+        """Ids of the jobs named `name` (`--job-name`), oldest first: those the controller
+        holds (`scontrol show job`) and those accounting knows since `since` (epoch seconds;
+        default: the last 30 days)."""
+        since = since if since is not None else time.time() - 30 * 86400
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since))
+        found = [r.job_id for r in self.scontrol_jobs() if r.name == name and not r.is_step]
+        try:
+            out = self.run(["sacct", "--allocations", "--parsable2", "--noheader",
+                            "--format=JobIDRaw", f"--name={name}", f"--starttime={start}"])
+            found += [line.strip() for line in out.splitlines() if line.strip()]
+        except SlurmCommandError as exc:
+            if not _matches(exc.stderr, ACCOUNTING_UNAVAILABLE):
+                raise
+        return sorted(set(found), key=lambda job: (len(job), job))
+
     def scontrol_jobs(self) -> list[JobRecord]:
         """All jobs the controller still holds in memory (`scontrol show job -o`)."""
         out = self.run(["scontrol", "show", "job", "--oneliner"])

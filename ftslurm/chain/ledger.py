@@ -345,6 +345,12 @@ class Ledger:
         with self.locked():
             return self._append("cancel", reason=reason)
 
+    def record_resume(self, reason: str, spec_fingerprint: str) -> RunState:
+        """`ftslurm submit --resume`: the run goes on (again) with this job spec; earlier ends,
+        cancels and failures no longer stop it (see `RunState.resumed_after`)."""
+        with self.locked():
+            return self._append("resume", reason=reason, spec_fingerprint=spec_fingerprint)
+
     def record_run_end(self, status: RunStatus, reason: str) -> RunState:
         """The chain stopped for good (finished, failed or cancelled); the first call wins."""
         if status not in ("finished", "failed", "cancelled"):

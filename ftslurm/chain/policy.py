@@ -231,11 +231,14 @@ def decide(
 
     if state.run_status != "running":
         return stop(state.run_status, state.end_reason or f"the run is {state.run_status}")
-    if flag_exists or any(a.outcome is Outcome.FINISHED for a in state.attempts):
+    current = [a for a in state.attempts if a.number > state.resumed_after]
+    if flag_exists or any(a.outcome is Outcome.FINISHED for a in current):
         return stop("finished", "the finished flag file exists")
     if state.cancel_requested is not None:
         return stop("cancelled", f"cancelled: {state.cancel_requested}")
     last = state.last_ended
+    if last is not None and last.number <= state.resumed_after:
+        last = None
     if last is not None and last.outcome is Outcome.FATAL:
         return stop("failed", f"attempt {last.number}: {last.reason}")
     if last is not None and last.outcome is Outcome.CANCELLED:
@@ -252,7 +255,7 @@ def decide(
     if pending:
         numbers = ", ".join(str(a.number) for a in pending)
         return Decision("wait", f"attempt {numbers} is in flight")
-    if state.used_attempts >= config.max_attempts:
+    if len(current) >= config.max_attempts:
         if ahead is not None:
             return Decision("wait", f"attempt {ahead.number} is the last one (max_attempts)")
         return stop("failed", f"all {config.max_attempts} attempts used (max_attempts)")

@@ -34,6 +34,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "progress": ("attempt", "value"),
     "cancel": ("reason",),
     "run_end": ("state", "reason"),
+    "resume": ("reason", "spec_fingerprint"),
 }
 
 
@@ -69,6 +70,8 @@ class AttemptView:
     progressed: bool | None = None
     counted_failure: bool = False
     blamed_nodes: tuple[str, ...] = ()
+    #: Outcomes of the earlier runs of a requeued job (same job id), oldest first.
+    requeued_outcomes: tuple[str, ...] = ()
 
     @property
     def in_flight(self) -> bool:
@@ -92,6 +95,9 @@ class RunState:
     run_status: RunStatus
     end_reason: str | None
     last_progress: int | None
+    #: Attempts up to this number belong to before the last `ftslurm submit --resume`: they do
+    #: not count against the limits and their outcomes do not stop the resumed run.
+    resumed_after: int = 0
 
     @property
     def next_attempt(self) -> int:
@@ -152,8 +158,12 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
     elif kind == "submit_failed":
         views[number] = replace(view, submit_error=rec["error"])  # still reserved: retried
     elif kind == "started":
-        # A requeued job starts again under the same attempt: its earlier end is cleared.
-        cleared = _CLEARED_END if view.status == "ended" else {}
+        # A requeued job starts again under the same attempt: its earlier end is cleared (and
+        # its outcome kept in `requeued_outcomes`).
+        cleared: dict[str, Any] = {}
+        if view.status == "ended" and view.outcome is not None:
+            cleared = {**_CLEARED_END,
+                       "requeued_outcomes": (*view.requeued_outcomes, view.outcome.value)}
         before = view.progress_before if view.progress_before is not None else rec["progress"]
         views[number] = replace(
             view, status="running", job_id=rec["job_id"], nodes=tuple(rec["nodes"]),
@@ -185,10 +195,14 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
     views: dict[int, AttemptView] = {}
     cancel: str | None = None
     run_end: tuple[RunStatus, str] | None = None
+    fingerprint, resumed_after = header["spec_fingerprint"], 0
     for index, raw in enumerate(records):
         rec = validate_record(index, raw)
         try:
-            if rec["type"] == "cancel":
+            if rec["type"] == "resume":  # the run goes on: earlier ends and cancels are history
+                cancel, run_end, fingerprint = None, None, rec["spec_fingerprint"]
+                resumed_after = max(views, default=0)
+            elif rec["type"] == "cancel":
                 cancel = cancel or rec["reason"]
             elif rec["type"] == "run_end":
                 run_end = run_end or (rec["state"], rec["reason"])
@@ -209,6 +223,8 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
             before = view.progress_before if view.progress_before is not None else known
             progressed = made_progress(view.outcome, before, view.progress_after)
             failures = next_consecutive_failures(failures, view.outcome, progressed)
+            if number <= resumed_after:
+                failures = 0
             view = dataclasses.replace(
                 view, progress_before=before, progressed=progressed,
                 counted_failure=counts_as_failure(view.outcome, progressed),
@@ -223,7 +239,7 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
         attempts.append(view)
 
     return RunState(
-        run_id=header["run_id"], spec_fingerprint=header["spec_fingerprint"],
+        run_id=header["run_id"], spec_fingerprint=fingerprint, resumed_after=resumed_after,
         settings=dict(header.get("settings") or {}), created_at=header["created_at"],
         attempts=tuple(attempts), consecutive_failures=failures, blamed_nodes=tuple(blamed),
         cancel_requested=cancel, run_status=run_end[0] if run_end else "running",

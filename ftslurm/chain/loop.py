@@ -1,0 +1,120 @@
+"""The login-node auto-resume loop (`ftslurm submit --watch`, `ftslurm watch RUN_DIR`, and the
+local backend).
+
+Each poll, under the ledger lock: ONE batched `Scheduler.states()` query for every attempt in
+flight, record what started or ended (classified by `policy.classify`), `policy.decide`, and
+submit the next attempt or stop the run. Polls back off (x1.5 up to a maximum) while nothing
+changes and return to the initial interval on any change. All state is in the run dir, so a
+watcher may be killed at any moment and started again, and two watchers on one run dir take turns
+on the lock: an attempt is never submitted twice (`Ledger.submit_attempt`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftslurm.chain.actions import make_scheduler, stop_run, submit_attempt, sync_with_scheduler
+from ftslurm.chain.ledger import Ledger
+from ftslurm.chain.policy import Decision, decide
+from ftslurm.chain.runstate import RunState
+from ftslurm.chain.settings import ChainSettings, load_settings
+from ftslurm.scheduler import JobState, Scheduler
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Poll intervals in seconds: start at `initial`, grow by `factor` up to `maximum`."""
+
+    initial: float = 2.0
+    factor: float = 1.5
+    maximum: float = 30.0
+
+    @classmethod
+    def for_backend(cls, backend: str) -> Backoff:
+        """Local jobs are cheap to poll; SLURM's controller is shared."""
+        return cls(0.5, 1.5, 3.0) if backend == "local" else cls(5.0, 1.5, 60.0)
+
+    def next(self, current: float, changed: bool) -> float:
+        """The interval after a poll."""
+        return self.initial if changed else min(current * self.factor, self.maximum)
+
+
+@dataclass(frozen=True)
+class WatchUpdate:
+    """What one poll saw and did."""
+
+    state: RunState
+    jobs: dict[str, JobState]
+    decision: Decision
+    #: Job id submitted by this poll, if any.
+    submitted: str | None
+    #: Something changed since the previous poll (a record, a job state).
+    changed: bool
+
+
+def _signature(state: RunState, jobs: dict[str, JobState]) -> tuple[object, ...]:
+    attempts = tuple((a.number, a.status, a.job_id, a.requeue_count, a.provisional)
+                     for a in state.attempts)
+    return attempts, state.run_status, tuple(sorted((k, v.state) for k, v in jobs.items()))
+
+
+class Watcher:
+    """Drives one run dir's chain until the run ends."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        scheduler: Scheduler | None = None,
+        backoff: Backoff | None = None,
+        on_update: Callable[[WatchUpdate], None] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.settings: ChainSettings = load_settings(run_dir)
+        self.ledger = Ledger.open(run_dir)
+        created = self.ledger.state().created_at
+        self.scheduler = scheduler or make_scheduler(self.settings, since=created - 3600)
+        self.backoff = backoff or Backoff.for_backend(self.settings.backend)
+        self.on_update = on_update
+        self._last: tuple[object, ...] | None = None
+
+    def poll_once(self) -> WatchUpdate:
+        """One poll: sync with the scheduler, decide, act; all under the ledger lock."""
+        submitted = None
+        with self.ledger.locked():
+            state = self.ledger.state()
+            state, jobs = sync_with_scheduler(self.ledger, self.settings, self.scheduler, state,
+                                              source="watch")
+            decision = decide(state, self.settings.config,
+                              flag_exists=self.settings.flag_exists())
+            if decision.action == "submit":
+                submitted = submit_attempt(self.ledger, self.settings, self.scheduler, decision)
+                state = self.ledger.state()
+            elif decision.action == "stop" and state.run_status == "running":
+                state = stop_run(self.ledger, self.scheduler, decision)
+        signature = _signature(state, jobs)
+        changed = signature != self._last
+        self._last = signature
+        update = WatchUpdate(state, jobs, decision, submitted, changed)
+        if self.on_update is not None:
+            self.on_update(update)
+        return update
+
+    def run(self) -> RunState:
+        """Poll until the run has ended and its last attempts have been recorded (an attempt
+        that wrote the flag is still exiting); returns the final state."""
+        interval = self.backoff.initial
+        while True:
+            update = self.poll_once()
+            state = update.state
+            if state.run_status != "running" and not any(
+                    a.in_flight or a.provisional for a in state.attempts):
+                return state
+            interval = self.backoff.next(interval, update.changed or update.submitted is not None)
+            time.sleep(interval)  # the poll interval (with backoff), not a synchronization
+
+
+__all__ = ["Backoff", "WatchUpdate", "Watcher"]

@@ -1,0 +1,137 @@
+"""Create (or reopen with `--resume`) a run directory for `ftslurm submit`.
+
+`prepare_run` reads and validates everything and writes nothing; `check_reuse` refuses a run dir
+that holds another job spec's run, a run still going, or a run that ended, unless `--resume`;
+`write_run` then writes the run dir: a copy of job.yaml, ft_config.yaml, the rendered script,
+chain.json (how attempts are submitted) and the ledger. Bad input raises UsageError (exit 2)
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftslurm.chain.ledger import LEDGER_FILE, Ledger, fingerprint
+from ftslurm.chain.local_script import render_local
+from ftslurm.chain.policy import ChainConfig
+from ftslurm.chain.runstate import RunState
+from ftslurm.chain.settings import Backend, ChainSettings, Mode
+from ftslurm.errors import UsageError
+from ftslurm.render import prepare_run_dir, render, write_atomic
+from ftslurm.spec import JobSpec, load_spec
+
+#: The copy of the job spec kept in the run dir (for people; paths in it are relative to the
+#: original's folder).
+SPEC_COPY = "job.yaml"
+SCRIPT_NAMES: dict[str, str] = {"slurm": "job.sbatch", "local": "job.local.sh"}
+#: SLURM's default KillWait, used for the local backend's SIGTERM -> SIGKILL grace.
+KILL_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A validated run, ready to be written."""
+
+    spec: JobSpec
+    settings: ChainSettings
+    script_text: str
+    spec_text: str
+    spec_fingerprint: str
+    #: The run already in the run dir, if any.
+    existing: RunState | None
+
+
+def resolve_backend(choice: str | None) -> Backend:
+    """`slurm`, `local`, or (None / `auto`) slurm when `sbatch` is on PATH, else local."""
+    if choice in (None, "auto"):
+        return "slurm" if shutil.which("sbatch") else "local"
+    if choice not in ("slurm", "local"):
+        raise UsageError(f"--backend {choice}: expected slurm or local")
+    return choice  # type: ignore[return-value]
+
+
+def _script_text(spec: JobSpec, backend: Backend) -> str:
+    if backend == "local":
+        return render_local(spec)
+    return render(spec)
+
+
+def prepare_run(
+    spec_path: str | os.PathLike[str],
+    *,
+    max_failures: int | None = None,
+    backend: str | None = None,
+    watch: bool = False,
+) -> PreparedRun:
+    """Load and check everything `ftslurm submit` needs; write nothing."""
+    spec = load_spec(spec_path)
+    spec_text = spec.source.read_text(encoding="utf-8")
+    if max_failures is not None:
+        spec = spec.with_max_failures(max_failures)
+    auto = spec.autoresume
+    config = ChainConfig(max_failures=auto.max_failures, max_attempts=auto.max_attempts,
+                         do_not_retry_exit_code=auto.do_not_retry_exit_code)
+    chosen = resolve_backend(backend)
+    warning = spec.signals.warning_signal.removeprefix("SIG")
+    mode: Mode = "self" if chosen == "slurm" and not watch else "loop"
+    script_text = _script_text(spec, chosen)
+    run_dir = spec.run_dir.resolve()
+    settings = ChainSettings(
+        run_dir=str(run_dir), backend=chosen, mode=mode,
+        script=str(run_dir / SCRIPT_NAMES[chosen]), workdir=str(spec.workdir),
+        job_name=spec.name, flag_file=str(spec.autoresume.flag_file), config=config,
+        owner_uid=os.getuid(), bin_dir=os.path.dirname(sys.executable),
+        time_limit_s=float(spec.resources.time_seconds) if spec.resources.time_seconds else None,
+        warning_signal=int(getattr(signal, "SIG" + warning)),
+        warning_lead_s=float(spec.signals.warning_time), kill_wait_s=KILL_WAIT_S,
+    )
+    # Without a ledger nothing was ever submitted (a submit killed half-way): start afresh.
+    existing = Ledger.open(run_dir).state() if (run_dir / LEDGER_FILE).exists() else None
+    return PreparedRun(spec, settings, script_text, spec_text, fingerprint(spec_text), existing)
+
+
+def check_reuse(prepared: PreparedRun, *, resume: bool) -> None:
+    """Refuse to reuse a run dir unless it is safe: UsageError (exit 2) saying what to do."""
+    state, run_dir = prepared.existing, prepared.settings.run_dir
+    if state is None or resume:
+        return
+    if state.spec_fingerprint != prepared.spec_fingerprint:
+        raise UsageError(
+            f"{run_dir} holds a run of a different job spec ({prepared.spec.source} changed "
+            "since that run was submitted)",
+            hint="pass --resume to continue that run with this spec, or set run_dir: (or name:) "
+                 "to start a new run")
+    if state.run_status == "running":
+        raise UsageError(f"{run_dir} holds a run that is still going",
+                         hint=f"see `ftslurm status {run_dir}`; `ftslurm watch {run_dir}` "
+                              "attaches to it; --resume submits again if it is stuck")
+    raise UsageError(f"{run_dir} holds a run that has {state.run_status}"
+                     + (f" ({state.end_reason})" if state.end_reason else ""),
+                     hint="pass --resume to continue it, or set run_dir: to start a new run")
+
+
+def write_run(prepared: PreparedRun, *, resume: bool) -> Ledger:
+    """Write the run dir and create (or resume) its ledger."""
+    spec, settings = prepared.spec, prepared.settings
+    run_dir = Path(settings.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(spec)
+    write_atomic(run_dir / SPEC_COPY, prepared.spec_text)
+    write_atomic(Path(settings.script), prepared.script_text, mode=0o755)
+    settings.save()
+    if prepared.existing is None:
+        return Ledger.create(run_dir, spec_fingerprint=prepared.spec_fingerprint,
+                             settings=settings.config.to_dict(),
+                             run_id=f"{spec.name}-{os.urandom(3).hex()}")
+    ledger = Ledger(run_dir)
+    if resume:
+        ledger.record_resume(f"ftslurm submit --resume {spec.source}", prepared.spec_fingerprint)
+    return ledger
+
+
+__all__ = ["PreparedRun", "check_reuse", "prepare_run", "resolve_backend", "write_run"]

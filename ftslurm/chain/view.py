@@ -1,0 +1,217 @@
+"""How a run looks to people and to programs: the status table (rich), its JSON twin, the live
+view of `ftslurm watch` on a terminal, and plain timestamped lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ftslurm.chain.actions import signal_name
+from ftslurm.chain.loop import WatchUpdate
+from ftslurm.chain.outcome import next_consecutive_failures
+from ftslurm.chain.policy import exclusions
+from ftslurm.chain.runstate import RunState
+from ftslurm.chain.settings import ChainSettings
+from ftslurm.scheduler import JobState
+
+_OUTCOME_STYLE = {
+    "finished": "bold green", "stopped": "cyan", "preempted": "yellow", "timeout": "yellow",
+    "node_fail": "magenta", "failed": "red", "fatal": "bold red", "cancelled": "dim",
+}
+_RUN_STYLE = {"running": "bold cyan", "finished": "bold green", "failed": "bold red",
+              "cancelled": "bold yellow"}
+
+
+def _clock(at: float | None) -> str:
+    if not at:
+        return "-"
+    same_day = time.localtime(at)[:3] == time.localtime()[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%m-%d %H:%M", time.localtime(at))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def attempt_rows(state: RunState, settings: ChainSettings,
+                 jobs: Mapping[str, JobState] | None = None) -> list[dict[str, Any]]:
+    """One dict per attempt: what `ftslurm status --json` prints under "attempts"."""
+    jobs = jobs or {}
+    rows, failures = [], 0
+    now = time.time()
+    for view in state.attempts:
+        job = jobs.get(view.job_id or "")
+        if view.status == "ended" and view.outcome is not None:
+            if view.number <= state.resumed_after:
+                failures = 0
+            failures = next_consecutive_failures(failures, view.outcome, bool(view.progressed))
+        end = view.ended_at if view.status == "ended" else None
+        started = view.started_at
+        rows.append({
+            "attempt": view.number,
+            "job_id": view.job_id,
+            "status": view.status,
+            "scheduler_state": job.state if job is not None else view.scheduler_state,
+            "nodes": list(view.nodes or (job.nodes if job is not None else ())),
+            "start": started,
+            "duration_s": None if started is None else (end or now) - started,
+            "outcome": view.outcome.value if view.outcome is not None else None,
+            "exit_code": view.exit_code,
+            "signal": view.signal,
+            "reason": view.reason or view.submit_error,
+            "provisional": view.provisional,
+            "counted_failure": view.counted_failure,
+            "failures_left": settings.config.max_failures - failures,
+            "requeued_outcomes": list(view.requeued_outcomes),
+            "blamed_nodes": list(view.blamed_nodes),
+            "withdrawn": view.status == "ended" and started is None,
+        })
+    return rows
+
+
+def status_data(state: RunState, settings: ChainSettings,
+                jobs: Mapping[str, JobState] | None = None) -> dict[str, Any]:
+    """The whole status as JSON-ready data."""
+    return {
+        "run_dir": settings.run_dir,
+        "run_id": state.run_id,
+        "state": state.run_status,
+        "reason": state.end_reason or state.cancel_requested,
+        "backend": settings.backend,
+        "mode": settings.mode,
+        "finished_flag": settings.flag_file,
+        "flag_exists": settings.flag_exists(),
+        "max_failures": settings.config.max_failures,
+        "max_attempts": settings.config.max_attempts,
+        "consecutive_failures": state.consecutive_failures,
+        "failures_left": settings.config.max_failures - state.consecutive_failures,
+        "attempts_used": state.used_attempts,
+        # One local node: nothing can be excluded there.
+        "excluded_nodes": list(exclusions(state, settings.config))
+        if settings.backend == "slurm" else [],
+        "blamed_nodes": list(state.blamed_nodes),
+        "last_progress": state.last_progress,
+        "attempts": attempt_rows(state, settings, jobs),
+    }
+
+
+def _row_cells(row: dict[str, Any]) -> list[Text]:
+    outcome = row["outcome"] or (row["scheduler_state"] or row["status"]).lower()
+    if row["withdrawn"]:
+        outcome = "withdrawn"
+    elif row["provisional"]:
+        outcome += "?"
+    if row["requeued_outcomes"]:
+        outcome = "+".join(row["requeued_outcomes"]) + ", " + outcome
+    style = _OUTCOME_STYLE.get(row["outcome"] or "", "cyan") if not row["withdrawn"] else "dim"
+    code = "-" if row["exit_code"] is None else str(row["exit_code"])
+    if row["signal"]:
+        code += f" ({signal_name(row['signal'])})"
+    counted = "yes" if row["counted_failure"] else ("no" if row["outcome"] else "-")
+    reason = row["reason"] or "-"
+    if row["blamed_nodes"]:
+        reason += f" [blamed {', '.join(row['blamed_nodes'])}]"
+    cells = [str(row["attempt"]), row["job_id"] or "-", ",".join(row["nodes"]) or "-",
+             _clock(row["start"]), _duration(row["duration_s"]), outcome, code, reason, counted,
+             str(row["failures_left"])]
+    # Text, not markup: reasons may hold brackets ("[blamed n1]") that rich would eat.
+    return [Text(cell, style=style if index == 5 else "") for index, cell in enumerate(cells)]
+
+
+def status_table(data: dict[str, Any]) -> Group:
+    """The status as a rich renderable: a one-line summary and the attempts table."""
+    state = data["state"]
+    summary = Text.assemble(
+        ("run ", ""), (state, _RUN_STYLE.get(state, "")),
+        (f"  {data['reason']}" if data["reason"] else "", "dim"),
+        f"\n{data['run_dir']}  ({data['backend']}, "
+        f"{'self-chaining' if data['mode'] == 'self' else 'watch loop'})"
+        f"\nattempts {data['attempts_used']}/{data['max_attempts']}, failures left "
+        f"{data['failures_left']}/{data['max_failures']}"
+        + (f", excluding {', '.join(data['excluded_nodes'])}" if data["excluded_nodes"] else "")
+        + (", finished flag present" if data["flag_exists"] else ""),
+    )
+    table = Table(show_lines=False, header_style="bold")
+    for name, justify in (("#", "right"), ("job", "left"), ("nodes", "left"),
+                          ("start", "left"), ("took", "right"), ("outcome", "left"),
+                          ("exit", "right"), ("reason", "left"), ("failure", "left"),
+                          ("left", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "reason",  # type: ignore[arg-type]
+                         ratio=1 if name == "reason" else None)
+    for row in data["attempts"]:
+        table.add_row(*_row_cells(row))
+    return Group(summary, table)
+
+
+def print_status(data: dict[str, Any], console: Console | None = None) -> None:
+    """Print the status table."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a file or a pipe: don't squeeze into 80 columns
+            console = Console(width=140)
+    console.print(status_table(data))
+
+
+class LiveView:
+    """`ftslurm watch` on a terminal: the status table, refreshed at every poll."""
+
+    def __init__(self, settings: ChainSettings, console: Console | None = None) -> None:
+        self.settings = settings
+        self.last_event = "watching"
+        self.live = Live(console=console or Console(), auto_refresh=False, transient=False)
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def __call__(self, update: WatchUpdate) -> None:
+        """Redraw after a poll."""
+        if update.submitted or update.changed:
+            self.last_event = f"{time.strftime('%H:%M:%S')} {update.decision.reason}"
+        data = status_data(update.state, self.settings, update.jobs)
+        footer = Text(f"last event: {self.last_event}", style="dim")
+        self.live.update(Group(status_table(data), footer), refresh=True)
+
+
+class PlainReporter:
+    """`ftslurm watch` without a terminal: one timestamped line per change."""
+
+    def __init__(self, settings: ChainSettings, stream: TextIO) -> None:
+        self.settings = settings
+        self.stream = stream
+        self._seen: dict[int, tuple[object, ...]] = {}
+        self._run: str | None = None
+
+    def __call__(self, update: WatchUpdate) -> None:
+        """Print what changed since the previous poll."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for row in status_data(update.state, self.settings, update.jobs)["attempts"]:
+            key = (row["status"], row["scheduler_state"], row["outcome"], row["provisional"])
+            if self._seen.get(row["attempt"]) == key:
+                continue
+            self._seen[row["attempt"]] = key
+            what = row["outcome"] or (row["scheduler_state"] or row["status"]).lower()
+            detail = f" ({row['reason']})" if row["outcome"] and row["reason"] else ""
+            print(f"{stamp} attempt {row['attempt']} job {row['job_id'] or '-'}: {what}{detail}"
+                  f"; failures left {row['failures_left']}", file=self.stream, flush=True)
+        if update.state.run_status != self._run:
+            self._run = update.state.run_status
+            reason = update.state.end_reason or update.decision.reason
+            print(f"{stamp} run {self._run}: {reason}", file=self.stream, flush=True)
+
+
+__all__ = ["LiveView", "PlainReporter", "attempt_rows", "print_status", "status_data",
+           "status_table"]

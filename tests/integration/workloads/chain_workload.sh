@@ -1,0 +1,35 @@
+#!/bin/bash
+# A tiny workload for the chain tests: counts its runs in $FTSLURM_RUN_DIR/runs and behaves by
+# MODE (the first argument):
+#   fail-twice   exit 1 on runs 1 and 2, write the finished flag on run 3
+#   always-fail  exit 1
+#   fatal        exit 93 (do not retry)
+#   hold         run 1 makes progress (writes $FTSLURM_RUN_DIR/progress every second), ignoring
+#                SIGTERM, until it is killed; run 2 finishes
+#   finish       write the finished flag
+set -u
+mode=$1
+count_file="$FTSLURM_RUN_DIR/runs"
+n=$(($(cat "$count_file" 2>/dev/null || echo 0) + 1))
+echo "$n" >"$count_file"
+echo "workload run $n (attempt $FTSLURM_ATTEMPT, mode $mode) on $(hostname)"
+finish() { touch "$FAULT_TOL_FINISHED_FLAG_FILE"; exit 0; }
+case "$mode" in
+  fail-twice) [ "$n" -ge 3 ] && finish; exit 1 ;;
+  always-fail) exit 1 ;;
+  fatal) exit 93 ;;
+  finish) finish ;;
+  hold)
+    [ "$n" -ge 2 ] && finish
+    trap '' TERM
+    touch "$FTSLURM_RUN_DIR/holding"
+    step=0
+    while :; do
+      step=$((step + 1))
+      echo "$step" >"$FTSLURM_RUN_DIR/progress.tmp" && mv "$FTSLURM_RUN_DIR/progress.tmp" "$FTSLURM_RUN_DIR/progress"
+      sleep 1
+    done
+    ;;
+esac
+echo "unknown mode $mode" >&2
+exit 2

@@ -1,0 +1,197 @@
+"""The auto-resume chain on the real SLURM dev cluster: self-chaining jobs and the watch loop,
+failures, the failure budget, do-not-retry, preemption, a node going down, a time limit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftslurm.chain.ledger import Ledger
+from ftslurm.slurm import SlurmClient, SlurmCommandError
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[2]
+WORKLOAD = REPO / "tests" / "integration" / "workloads" / "chain_workload.sh"
+#: Other engineers' jobs may hold the nodes: generous.
+DEADLINE_S = 420.0
+
+
+def write_spec(tmp_path: Path, mode: str, *, time_limit: str = "5:00", warning: int = 90,
+               extra: str = "") -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text("\n".join([
+        f"name: chain-{mode}",
+        "nodes: 1",
+        "nproc_per_node: 1",
+        f'time: "{time_limit}"',
+        "launcher: none",
+        f"python: {sys.executable}",
+        f"run_dir: {tmp_path / 'run'}",
+        f"command: [bash, {WORKLOAD}, {mode}]",
+        f"signals: {{warning_time: {warning}}}",
+        extra,
+    ]) + "\n")
+    return path
+
+
+def ftslurm(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ftslurm.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def status(run_dir: Path) -> dict:
+    result = ftslurm("status", str(run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_ended(run_dir: Path) -> dict:
+    """Poll `ftslurm status` (which completes records from sacct) until the run ended and no
+    attempt is in flight."""
+    def done() -> dict | None:
+        data = status(run_dir)
+        busy = [a for a in data["attempts"] if a["status"] != "ended" or a["provisional"]]
+        return data if data["state"] != "running" and not busy else None
+    return wait_for(done, f"the run in {run_dir} to end")
+
+
+def queued_jobs(run_dir: Path) -> list[str]:
+    """Jobs of the run still pending or running in SLURM."""
+    ids = [a.job_id for a in Ledger.open(run_dir).state().attempts if a.job_id]
+    summaries = SlurmClient().job_summaries(ids)
+    return [job for job, s in summaries.items()
+            if s.state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")]
+
+
+def ran(data: dict) -> list[dict]:
+    """The attempts that started (withdrawn successors never did)."""
+    return [a for a in data["attempts"] if not a["withdrawn"]]
+
+
+def submit(spec: Path, *args: str) -> Path:
+    result = ftslurm("submit", "--backend", "slurm", *args, str(spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "attempt 1: job" in result.stdout
+    return spec.parent / "run"
+
+
+@pytest.mark.parametrize("watch", [False, True], ids=["self-chaining", "watch-loop"])
+def test_fails_twice_then_finishes(tmp_path: Path, watch: bool) -> None:
+    spec = write_spec(tmp_path, "fail-twice")
+    run_dir = submit(spec, "--max-failures", "3", *(["--watch"] if watch else []))
+    data = run_ended(run_dir)
+    assert data["state"] == "finished"
+    attempts = ran(data)
+    assert [(a["outcome"], a["counted_failure"]) for a in attempts] == [
+        ("failed", True), ("failed", True), ("finished", False)]
+    assert len({a["job_id"] for a in attempts}) == 3
+    assert (run_dir / "runs").read_text().strip() == "3"
+    assert queued_jobs(run_dir) == []
+    if not watch:  # the successor pre-scheduled by attempt 3 was withdrawn
+        assert all(a["outcome"] == "cancelled" for a in data["attempts"][3:])
+
+
+def test_max_failures_stops_with_no_successor_left(tmp_path: Path) -> None:
+    run_dir = submit(write_spec(tmp_path, "always-fail"), "--max-failures", "2")
+    data = run_ended(run_dir)
+    assert data["state"] == "failed" and data["failures_left"] == 0
+    assert [a["outcome"] for a in ran(data)] == ["failed", "failed"]
+    assert (run_dir / "runs").read_text().strip() == "2"
+    assert queued_jobs(run_dir) == []
+
+
+def test_do_not_retry_stops_at_once(tmp_path: Path) -> None:
+    run_dir = submit(write_spec(tmp_path, "fatal"))
+    data = run_ended(run_dir)
+    assert data["state"] == "failed"
+    assert [(a["outcome"], a["exit_code"]) for a in ran(data)] == [("fatal", 93)]
+    assert queued_jobs(run_dir) == []
+
+
+def test_flag_present_before_the_attempt_starts(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "always-fail", extra="sbatch: {begin: now+600}")
+    run_dir = submit(spec)
+    (run_dir / "finished.flag").touch()  # the attempt is held for 10 min: start it now
+    job = Ledger.open(run_dir).state().attempts[0].job_id
+    SlurmClient().update_job(str(job), StartTime="now")
+    data = run_ended(run_dir)
+    assert data["state"] == "finished"
+    assert [(a["outcome"], a["reason"][:12]) for a in ran(data)] == [("finished", "not launched")]
+    assert not (run_dir / "runs").exists()  # the workload never ran
+    assert queued_jobs(run_dir) == []
+
+
+def _holding_attempt(run_dir: Path) -> tuple[str, str]:
+    """Wait until attempt 1's workload runs; return its job id and node."""
+    wait_for(lambda: (run_dir / "progress").exists(), "the workload to make progress")
+    view = Ledger.open(run_dir).state().attempts[0]
+    assert view.job_id and view.nodes
+    return view.job_id, view.nodes[0]
+
+
+def test_preemption_by_the_high_priority_partition(tmp_path: Path, slurm_cluster) -> None:
+    run_dir = submit(write_spec(tmp_path, "hold"))
+    job, node = _holding_attempt(run_dir)
+    client = SlurmClient()
+    partition = slurm_cluster.high_priority_partition
+    urgent = client.run(["sbatch", "--parsable", f"--partition={partition}",
+                         f"--nodelist={node}", "--exclusive", "--output=/dev/null",
+                         "--wrap=sleep 5"]).strip()
+    try:
+        data = run_ended(run_dir)
+    finally:
+        client.cancel(urgent)
+    assert data["state"] == "finished"
+    attempts = ran(data)
+    assert [(a["outcome"], a["counted_failure"]) for a in attempts] == [
+        ("preempted", False), ("finished", False)]
+    assert attempts[0]["job_id"] == job
+    assert queued_jobs(run_dir) == []
+
+
+def test_node_down_under_a_running_attempt(tmp_path: Path) -> None:
+    """The workload made progress before its node died: node_fail, not a failure."""
+    run_dir = submit(write_spec(tmp_path, "hold"))
+    _, node = _holding_attempt(run_dir)
+    client = SlurmClient()
+    try:
+        client.update_node(node, State="DOWN", Reason="ftslurm-chain-test")
+        data = run_ended(run_dir)
+    finally:
+        with contextlib.suppress(SlurmCommandError):  # already back (ReturnToService)
+            client.update_node(node, State="RESUME")
+    assert data["state"] == "finished"
+    attempts = ran(data)
+    assert [(a["outcome"], a["counted_failure"]) for a in attempts] == [
+        ("node_fail", False), ("finished", False)]
+    assert attempts[0]["blamed_nodes"] == [node]
+    assert data["excluded_nodes"] == [node]  # for every attempt submitted from now on
+    assert queued_jobs(run_dir) == []
+
+
+@pytest.mark.slow
+def test_time_limit(tmp_path: Path) -> None:
+    """time: 2 min; the workload ignores the stop, so SLURM's time limit ends attempt 1."""
+    run_dir = submit(write_spec(tmp_path, "hold", time_limit="2", warning=90))
+    data = run_ended(run_dir)
+    assert data["state"] == "finished"
+    assert [(a["outcome"], a["counted_failure"]) for a in ran(data)] == [
+        ("timeout", False), ("finished", False)], json.dumps(data["attempts"], indent=1)
+    assert queued_jobs(run_dir) == []

@@ -1,0 +1,134 @@
+"""`ftslurm submit`'s run dir: validation before any write, reuse rules, rendered scripts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftslurm import cli
+from ftslurm.chain.ledger import Ledger
+from ftslurm.chain.run import check_reuse, prepare_run, resolve_backend, write_run
+from ftslurm.chain.view import status_data
+from ftslurm.errors import UsageError
+
+SPEC = """\
+name: unit
+nodes: {nodes}
+nproc_per_node: 2
+time: "5:00"
+launcher: {launcher}
+command: [train.py, --steps, "10"]
+signals: {{warning_time: 90}}
+"""
+
+
+def spec_file(tmp_path: Path, nodes: int = 1, launcher: str = "none") -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(SPEC.format(nodes=nodes, launcher=launcher))
+    return path
+
+
+def test_prepare_writes_nothing_and_write_run_creates_the_run(tmp_path: Path) -> None:
+    prepared = prepare_run(spec_file(tmp_path), backend="local", max_failures=2)
+    assert not (tmp_path / "runs").exists()
+    settings = prepared.settings
+    assert (settings.backend, settings.mode, settings.config.max_failures) == ("local", "loop", 2)
+    assert settings.config.max_attempts == 100 and settings.config.do_not_retry_exit_code == 93
+    write_run(prepared, resume=False)
+    run_dir = tmp_path / "runs" / "unit"
+    for name in ("job.yaml", "job.local.sh", "chain.json", "ledger.json", "ft_config.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert Ledger.open(run_dir).state().run_id.startswith("unit-")
+
+
+@pytest.mark.parametrize("launcher", ["ft", "torchrun", "none"])
+def test_scripts_pass_shellcheck(tmp_path: Path, launcher: str) -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (scripts/install installs it)")
+    for backend in ("local", "slurm"):
+        script = prepare_run(spec_file(tmp_path, launcher=launcher), backend=backend).script_text
+        assert "-m ftslurm.cli chain-start" in script and "chain-end --status" in script
+        result = subprocess.run(["shellcheck", "-"], input=script, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+def test_slurm_script_self_chains_from_the_spec_python(tmp_path: Path) -> None:
+    prepared = prepare_run(spec_file(tmp_path, nodes=2), backend="slurm")
+    assert prepared.settings.mode == "self"
+    assert "python3 -m ftslurm.cli chain-start || chain_rc=$?" in prepared.script_text
+    assert prepare_run(spec_file(tmp_path), backend="slurm", watch=True).settings.mode == "loop"
+
+
+def test_local_backend_refuses_several_nodes(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="nodes: 2; the local backend runs on one machine"):
+        prepare_run(spec_file(tmp_path, nodes=2), backend="local")
+
+
+def test_backend_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert resolve_backend("auto") == "local"
+    assert resolve_backend("slurm") == "slurm"
+
+
+def test_reuse_rules(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path)
+    write_run(prepare_run(spec, backend="local"), resume=False)
+    with pytest.raises(UsageError, match="still going"):
+        check_reuse(prepare_run(spec, backend="local"), resume=False)
+    spec.write_text(spec.read_text().replace('"10"', '"20"'))
+    changed = prepare_run(spec, backend="local")
+    with pytest.raises(UsageError, match="different job spec") as error:
+        check_reuse(changed, resume=False)
+    assert error.value.exit_code == 2 and "--resume" in str(error.value)
+    check_reuse(changed, resume=True)
+    ledger = write_run(changed, resume=True)
+    assert ledger.state().spec_fingerprint == changed.spec_fingerprint
+
+
+def test_submit_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: x\nnodes: zero\ncommand: [t.py]\n")
+    assert cli.main(["submit", "--backend", "local", str(spec)]) == 2
+    assert "nodes" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+    good = spec_file(tmp_path)
+    assert cli.main(["submit", "--backend", "local", "--max-failures", "0", str(good)]) == 2
+    assert "max_failures" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, capsys) -> None:
+    assert cli.main(["submit", "--backend", "local", "--dry-run", str(spec_file(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "dry run" in out and "runs/unit" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_status_json_of_a_new_run(tmp_path: Path, capsys) -> None:
+    prepared = prepare_run(spec_file(tmp_path), backend="local")
+    ledger = write_run(prepared, resume=False)
+    data = status_data(ledger.state(), prepared.settings)
+    assert data["state"] == "running" and data["attempts"] == []
+    assert data["failures_left"] == 3
+    run_dir = str(tmp_path / "runs" / "unit")
+    assert cli.main(["status", run_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == data["run_id"]
+    assert cli.main(["status", run_dir]) == 0
+    assert "run running" in capsys.readouterr().out
+
+
+def test_status_of_a_foreign_directory_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert cli.main(["status", str(tmp_path)]) != 0
+    assert "no chain.json" in capsys.readouterr().err
+    assert cli.main(["status", str(tmp_path / "missing")]) == 2
+
+
+def test_hidden_hooks_are_not_listed() -> None:
+    text = cli.build_parser().format_help()
+    assert "submit" in text and "chain-start" not in text
+    assert sys.executable
