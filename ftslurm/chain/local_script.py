@@ -31,7 +31,8 @@ forward_stop() {
   echo "ftslurm: warning signal received; asking the launch to stop" >&2
   if ((${#launch_pids[@]})); then kill -TERM "${launch_pids[@]}" 2>/dev/null || true; fi
 }
-trap 'forward_stop' {{ warning_signal }}
+warned=0  # the end hook tells a stop for the time limit from a failure
+trap 'warned=1; forward_stop' {{ warning_signal }}
 
 {{ chain_start }}
 

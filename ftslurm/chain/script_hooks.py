@@ -8,15 +8,11 @@ from __future__ import annotations
 from ftslurm.exit_codes import SKIP_LAUNCH
 
 
-def start_hook(python: str, warning_signal: str) -> str:
-    """The script lines of the start hook; `python` and `warning_signal` (e.g. USR1) are already
-    quoted shell words. The hook also notes in `$warned` that the warning signal came, so that
-    the end hook can tell a launch stopped for the time limit from a failed one."""
+def start_hook(python: str) -> str:
+    """The script lines of the start hook; `python` is an already quoted shell word."""
     return "\n".join((
         "# Chain hook: record the start and pre-schedule the next attempt; skip the launch when",
-        "# the run is already over (finished, failed or cancelled). $warned notes the warning.",
-        "warned=0",
-        f"trap 'warned=1; forward_stop' {warning_signal}",
+        "# the run is already over (finished, failed or cancelled).",
         "chain_rc=0",
         f"{python} -m ftslurm.cli chain-start || chain_rc=$?",
         f'if [ "$chain_rc" -eq {SKIP_LAUNCH} ]; then exit 0; fi',
@@ -25,10 +21,12 @@ def start_hook(python: str, warning_signal: str) -> str:
 
 
 def end_hook(python: str) -> str:
-    """The script lines of the end hook (`$status` holds the launch's exit status)."""
+    """The script lines of the end hook: `$status` holds the launch's exit status and `$warned`
+    (set by the template's trap; 0 when a custom template has none) whether the time-limit warning
+    came, so a launch stopped for the time limit is not taken for a failure."""
     return "\n".join((
         "# Chain hook: record how the launch ended; stop the run or let it go on.",
-        f'{python} -m ftslurm.cli chain-end --status "$status" --warned "$warned" || '
+        f'{python} -m ftslurm.cli chain-end --status "$status" --warned "${{warned:-0}}" || '
         'echo "ftslurm: chain-end failed" >&2',
     ))
 
