@@ -140,7 +140,8 @@ def train(args: argparse.Namespace) -> int:
         if stopper.should_stop():
             save(ckpt, step, model, opt)
             if rank == 0:
-                print(f"stopped by {stopper.received_signal or 'a peer'} at step {step}; "
+                cause = stopper.received_signal.name if stopper.received_signal else "a peer"
+                print(f"stopped by {cause} at step {step}; "
                       "checkpoint saved", flush=True)
             break
         if step % args.ckpt_every == 0:

@@ -1,0 +1,67 @@
+"""Helpers of the chain tests on the real cluster: run `ftslurm`, read `status --json`, poll."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ftslurm.chain.ledger import Ledger
+from ftslurm.slurm import SlurmClient
+
+REPO = Path(__file__).resolve().parents[2]
+#: Other tests' jobs may hold the nodes: generous.
+DEADLINE_S = 420.0
+
+
+def ftslurm(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ftslurm.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def status(run_dir: Path) -> dict:
+    result = ftslurm("status", str(run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_ended(run_dir: Path) -> dict:
+    """Poll `ftslurm status` (which completes records from sacct) until the run ended and no
+    attempt is in flight."""
+    def done() -> dict | None:
+        data = status(run_dir)
+        busy = [a for a in data["attempts"] if a["status"] != "ended" or a["provisional"]]
+        return data if data["state"] != "running" and not busy else None
+    return wait_for(done, f"the run in {run_dir} to end")
+
+
+def queued_jobs(run_dir: Path) -> list[str]:
+    """Jobs of the run still pending or running in SLURM."""
+    ids = [a.job_id for a in Ledger.open(run_dir).state().attempts if a.job_id]
+    summaries = SlurmClient().job_summaries(ids)
+    return [job for job, s in summaries.items()
+            if s.state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")]
+
+
+def ran(data: dict) -> list[dict]:
+    """The attempts that started (withdrawn successors never did)."""
+    return [a for a in data["attempts"] if not a["withdrawn"]]
+
+
+def submit(spec: Path, *args: str) -> Path:
+    result = ftslurm("submit", "--backend", "slurm", *args, str(spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "attempt 1: job" in result.stdout
+    return spec.parent / "run"
