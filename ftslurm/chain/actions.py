@@ -14,6 +14,7 @@ import signal as signals
 from collections.abc import Sequence
 from pathlib import Path
 
+from ftslurm import exit_codes
 from ftslurm.chain.ledger import Ledger, read_progress
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import Classification, Decision, blame_nodes, classify
@@ -55,6 +56,38 @@ def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
             if event.get("node"):
                 nodes.append(str(event["node"]))
     return list(dict.fromkeys(nodes))
+
+
+def _launcher_statuses(run_dir: str | Path, attempt: int) -> list[dict]:
+    """The readable launcher status files of an attempt (one per node); others are skipped."""
+    found = []
+    for path in sorted((Path(run_dir) / LAUNCHER_STATUS_DIR).glob(f"attempt-{attempt}.*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            log.warning("ignoring launcher status %s: %s", path, error)
+            continue
+        if isinstance(data, dict):
+            found.append(data)
+    return found
+
+
+def launch_status(run_dir: str | Path, attempt: int, srun_status: int) -> int:
+    """The launch's exit status, trusting the launchers' own record over srun's.
+
+    srun reports the highest task exit code, or 128+N for a task it killed: with
+    `--kill-on-bad-exit`, one launcher exiting 93 (do not retry) or 94 (stopped) makes srun kill
+    the others, and the script sees 143. The status files say what the launchers decided: 93 if
+    any launcher exited 93; 94 if one stopped and none failed; otherwise srun's status stands.
+    """
+    if srun_status == 0:
+        return 0
+    codes = {data.get("exit_code") for data in _launcher_statuses(run_dir, attempt)}
+    if exit_codes.DO_NOT_RETRY in codes:
+        return exit_codes.DO_NOT_RETRY
+    if exit_codes.STOPPED in codes and exit_codes.FAILED not in codes:
+        return exit_codes.STOPPED
+    return srun_status
 
 
 def classify_job(settings: ChainSettings, job: JobState) -> Classification:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from ftslurm import env_vars, exit_codes
 from ftslurm.chain.actions import (
     classify_exit,
+    launch_status,
     make_scheduler,
     record_outcome,
     stop_run,
@@ -159,6 +160,7 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
         view = state.attempt(ctx.attempt)
         if view is None:
             raise UsageError(f"attempt {ctx.attempt} is not in the ledger of {ctx.run_dir}")
+        status = launch_status(ctx.run_dir, ctx.attempt, status)
         result = classify_exit(settings, status, warned=warned)
         record_outcome(ledger, settings, view, result, exit_code=status, source="job")
         state = ledger.state()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ftslurm.chain import hooks
-from ftslurm.chain.actions import submit_attempt
+from ftslurm.chain.actions import launch_status, submit_attempt
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import ChainConfig, decide
@@ -179,3 +179,31 @@ def test_corrupt_or_foreign_chain_file(tmp_path: Path, text: str) -> None:
     (tmp_path / "chain.json").write_text(text)
     with pytest.raises(ChainSettingsError, match="chain"):
         load_settings(tmp_path)
+
+
+def _launcher_status(run_dir: Path, attempt: int, node: str, exit_code: int | None) -> None:
+    folder = run_dir / "launcher_status"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"attempt-{attempt}.{node}.json").write_text(
+        json.dumps({"node": node, "exit_code": exit_code}))
+
+
+@pytest.mark.parametrize(
+    ("codes", "srun_status", "expected"),
+    [
+        ({"n1": 93, "n2": None}, 143, 93),  # srun killed n2 after n1's do-not-retry
+        ({"n1": 94, "n2": None}, 143, 94),  # srun killed n2 after n1 stopped
+        ({"n1": 94, "n2": 94}, 94, 94),
+        ({"n1": 94, "n2": 1}, 1, 1),  # a failed launcher is not hidden by a stopped one
+        ({"n1": 1}, 1, 1),
+        ({}, 137, 137),  # no status files (launcher none, torchrun): srun's word stands
+        ({"n1": 94}, 0, 0),
+    ],
+)
+def test_launch_status_trusts_the_launchers(
+    tmp_path: Path, codes: dict[str, int | None], srun_status: int, expected: int
+) -> None:
+    for node, code in codes.items():
+        _launcher_status(tmp_path, 2, node, code)
+    _launcher_status(tmp_path, 1, "n1", 93)  # another attempt's file never counts
+    assert launch_status(tmp_path, 2, srun_status) == expected
