@@ -1,0 +1,209 @@
+"""`FaultToleranceCallback` in one process: real Trainer, real signals, a real heartbeat slot.
+
+The "launcher" here is only the heartbeat channel: a slot file in a private folder, exactly what
+`ftslurm launch` gives a rank (`$FTSLURM_FT_IPC_DIR` and `$RANK`). The multi-rank behaviour under
+the real launcher is in test_lightning.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pl = pytest.importorskip("lightning.pytorch")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import ftslurm.lightning as ftl  # noqa: E402
+from ftslurm.fault_tolerance.heartbeat import STOP_VOTED_FILE, Slot, slot_path  # noqa: E402
+from ftslurm.lightning import FaultToleranceCallback, FaultToleranceCallbackError  # noqa: E402
+from ftslurm.lightning_state import load_state, merge_timeouts, save_state  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Model(pl.LightningModule):
+    def __init__(self, signal_at: int | None = None, crash_at: int | None = None) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.signal_at, self.crash_at = signal_at, crash_at
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.trainer.global_step == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if self.trainer.global_step == self.crash_at:
+            raise RuntimeError("injected crash")
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _loader() -> DataLoader:
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=4)
+
+
+def _fit(tmp_path: Path, callback: FaultToleranceCallback, model: Model | None = None,
+         max_steps: int = 6, ckpt_path: str | None = None) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=max_steps, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=[callback, pl.callbacks.ModelCheckpoint(
+            dirpath=tmp_path / "ckpt", save_top_k=0, save_last=True, every_n_train_steps=2)],
+    )
+    trainer.fit(model or Model(), _loader(), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.fixture
+def flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "done" / "finished.flag"
+    monkeypatch.setenv("FAULT_TOL_FINISHED_FLAG_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Slot:
+    """This process as rank 0 of a launcher: a fresh heartbeat slot in a private folder."""
+    ipc = tmp_path / "ipc"
+    ipc.mkdir(mode=0o700)
+    created = Slot.create(slot_path(ipc, 0), time.monotonic())
+    monkeypatch.setenv("FTSLURM_FT_IPC_DIR", str(ipc))
+    monkeypatch.setenv("RANK", "0")
+    yield created
+    created.close()
+
+
+def test_outside_the_launcher_it_warns_once_and_only_writes_the_flag(
+        tmp_path: Path, flag: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTSLURM_FT_IPC_DIR", raising=False)
+    monkeypatch.setattr(ftl, "_warned_outside_launcher", False)
+    callback = FaultToleranceCallback(autoresume=True, calculate_timeouts=True)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.warns(UserWarning, match="not started by `ftslurm launch`"):
+        _fit(tmp_path, callback)
+    assert not callback.is_monitoring and flag.exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+    flag.unlink()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not started by")
+        _fit(tmp_path / "again", FaultToleranceCallback(autoresume=True, calculate_timeouts=False))
+    assert flag.exists()
+
+
+def test_heartbeats_flow_into_the_slot_and_the_flag_marks_completion(
+        tmp_path: Path, flag: Path, slot: Slot) -> None:
+    callback = FaultToleranceCallback(autoresume=True, calculate_timeouts=False)
+    trainer = _fit(tmp_path, callback)
+    state = slot.read()
+    assert state.connected and state.shut_down  # connected during fit, disconnected at its end
+    # train start, every step, train end, fit end
+    assert state.heartbeat_count == 1 + trainer.global_step + 2 == 9
+    assert callback.wrote_finished_flag and flag.exists()
+
+
+def test_sigterm_stops_at_the_next_step_saves_and_writes_no_flag(
+        tmp_path: Path, flag: Path, slot: Slot) -> None:
+    callback = FaultToleranceCallback(autoresume=True, calculate_timeouts=False)
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = _fit(tmp_path, callback, Model(signal_at=2), max_steps=100)
+    # Lightning's own SIGTERM handler never saw it (it would have raised SIGTERMException).
+    assert not trainer.received_sigterm
+    assert callback.stopped_by_signal and trainer.global_step == 3
+    assert not flag.exists() and not callback.wrote_finished_flag
+    saved = torch.load(callback.stop_checkpoint_path, weights_only=False)
+    assert saved["global_step"] == 3
+    assert callback.stop_checkpoint_path == str(tmp_path / "ckpt" / "last.ckpt")
+    assert (Path(os.environ["FTSLURM_FT_IPC_DIR"]) / STOP_VOTED_FILE).exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+    resumed = _fit(tmp_path, FaultToleranceCallback(autoresume=True, calculate_timeouts=False),
+                   max_steps=5, ckpt_path="last")
+    assert resumed.global_step == 5 and flag.exists()
+
+
+def test_a_crash_writes_no_flag(tmp_path: Path, flag: Path, slot: Slot) -> None:
+    callback = FaultToleranceCallback(autoresume=True, calculate_timeouts=False)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        _fit(tmp_path, callback, Model(crash_at=2))
+    assert not flag.exists() and not callback.wrote_finished_flag
+
+
+def test_a_resumed_run_that_was_already_complete_writes_the_flag(
+        tmp_path: Path, flag: Path, slot: Slot) -> None:
+    _fit(tmp_path, FaultToleranceCallback(autoresume=False, calculate_timeouts=False))
+    assert not flag.exists()
+    callback = FaultToleranceCallback(autoresume=True, calculate_timeouts=False)
+    _fit(tmp_path, callback, ckpt_path="last")  # the fit loop is skipped: nothing left to do
+    assert flag.exists()
+
+
+def test_missing_flag_variable_under_the_launcher_is_an_error_at_setup(
+        tmp_path: Path, slot: Slot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAULT_TOL_FINISHED_FLAG_FILE", raising=False)
+    with pytest.raises(FaultToleranceCallbackError, match="FAULT_TOL_FINISHED_FLAG_FILE"):
+        _fit(tmp_path, FaultToleranceCallback(autoresume=True, calculate_timeouts=False))
+    assert not slot.read().connected
+
+
+def test_learned_timeouts_are_saved_and_loaded(tmp_path: Path, flag: Path, slot: Slot) -> None:
+    exp = tmp_path / "exp"
+    first = FaultToleranceCallback(autoresume=True, calculate_timeouts=True, exp_dir=exp,
+                                   min_train_iters=3)
+    _fit(tmp_path, first, max_steps=12)  # 8 steps per epoch: an epoch end and saves were seen
+    saved = load_state(exp)
+    assert saved == first.saved_state and set(saved["hb_timeouts"]) == {"initial", "subsequent"}
+    assert slot.read().requested_subsequent == saved["hb_timeouts"]["subsequent"]
+
+    second = FaultToleranceCallback(autoresume=True, calculate_timeouts=True, exp_dir=exp,
+                                    min_train_iters=1000)
+    _fit(tmp_path / "second", second)
+    assert second.loaded_state == saved and load_state(exp) == saved
+
+
+def test_state_file_helpers(tmp_path: Path) -> None:
+    assert load_state(tmp_path) == {}
+    save_state(tmp_path, {"hb_timeouts": {"initial": 10.0, "subsequent": 2.0}})
+    merged = merge_timeouts(load_state(tmp_path),
+                            {"hb_timeouts": {"initial": 5.0, "subsequent": 3.0}})
+    assert merged == {"hb_timeouts": {"initial": 10.0, "subsequent": 3.0}}
+    assert merge_timeouts({}, merged) == merged == merge_timeouts(merged, {})
+    unlimited = merge_timeouts(merged, {"hb_timeouts": {"initial": None, "subsequent": 1.0}})
+    assert unlimited == {"hb_timeouts": {"initial": None, "subsequent": 3.0}}
+    (tmp_path / "ft_state.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"ft_state\.json"):
+        load_state(tmp_path)
+
+
+def test_unsupported_simulated_faults_are_refused() -> None:
+    with pytest.raises(FaultToleranceCallbackError, match="simulated_fault_params"):
+        FaultToleranceCallback(autoresume=False, calculate_timeouts=False,
+                               simulated_fault_params={"fault_type": "rank_hung"})
+
+
+def test_ftslurm_imports_without_lightning() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['lightning'] = sys.modules['pytorch_lightning'] = None\n"
+        "import ftslurm, ftslurm.fault_tolerance, ftslurm.lightning_state\n"
+        "try:\n"
+        "    import ftslurm.lightning\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install 'ftslurm[lightning]'" in out
