@@ -95,11 +95,13 @@ def main() -> int:
         hang_before_monitoring()
     client = _NoClient() if args.no_ft else RankMonitorClient()
     client.init_workload_monitoring()
-    client.send_heartbeat()
     if args.state is not None and args.state.exists():
         client.load_state_dict(json.loads(args.state.read_text()))
         note(args.out, "loaded", " " + json.dumps(client.state_dict()))
+    # The first heartbeat comes after the (possibly slow) process-group setup, which the initial
+    # timeout covers; from then on the short subsequent timeout applies.
     dist.init_process_group("gloo")
+    client.send_heartbeat()
     value = torch.ones(1)
     for step in range(args.steps):
         dist.all_reduce(value)
