@@ -38,7 +38,7 @@ from ftslurm.chain.actions import (
 from ftslurm.chain.ledger import Ledger, read_progress
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import decide, exclusions
-from ftslurm.chain.runstate import RunState
+from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
 from ftslurm.errors import UsageError
 from ftslurm.hostlist import expand_hostlist
@@ -104,17 +104,30 @@ def _settle_predecessors(ledger: Ledger, settings: ChainSettings, scheduler: Sch
             time.sleep(2.0)  # polling the scheduler; the deadline above bounds it
 
 
-def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None) -> int:
-    """The start hook; returns 0 (launch) or SKIP_LAUNCH."""
+def _open_run(ctx: JobContext, scheduler: Scheduler | None
+              ) -> tuple[ChainSettings, Ledger, Scheduler]:
+    """The run's settings, ledger and scheduler (the one given, or the run's backend)."""
     settings = load_settings(ctx.run_dir)
     ledger = Ledger.open(ctx.run_dir)
     scheduler = scheduler or make_scheduler(settings, since=ledger.state().created_at - 3600)
+    return settings, ledger, scheduler
+
+
+def _attempt_in(state: RunState, ctx: JobContext) -> AttemptView:
+    """This job's attempt in the ledger; a job the chain did not submit is a usage error."""
+    view = state.attempt(ctx.attempt)
+    if view is None:
+        raise UsageError(f"attempt {ctx.attempt} is not in the ledger of {ctx.run_dir}",
+                         hint="submit runs with `ftslurm submit`, not sbatch by hand")
+    return view
+
+
+def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None) -> int:
+    """The start hook; returns 0 (launch) or SKIP_LAUNCH."""
+    settings, ledger, scheduler = _open_run(ctx, scheduler)
     with ledger.locked():
         state = ledger.state()
-        view = state.attempt(ctx.attempt)
-        if view is None:
-            raise UsageError(f"attempt {ctx.attempt} is not in the ledger of {ctx.run_dir}",
-                             hint="submit runs with `ftslurm submit`, not sbatch by hand")
+        _attempt_in(state, ctx)
         state = _settle_predecessors(ledger, settings, scheduler, ctx, state)
         view = state.attempt(ctx.attempt)
         assert view is not None
@@ -152,14 +165,9 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None) -> int:
 def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
               scheduler: Scheduler | None = None) -> int:
     """The end hook: record the outcome and continue or stop the chain. Returns 0."""
-    settings = load_settings(ctx.run_dir)
-    ledger = Ledger.open(ctx.run_dir)
-    scheduler = scheduler or make_scheduler(settings, since=ledger.state().created_at - 3600)
+    settings, ledger, scheduler = _open_run(ctx, scheduler)
     with ledger.locked():
-        state = ledger.state()
-        view = state.attempt(ctx.attempt)
-        if view is None:
-            raise UsageError(f"attempt {ctx.attempt} is not in the ledger of {ctx.run_dir}")
+        view = _attempt_in(ledger.state(), ctx)
         status = launch_status(ctx.run_dir, ctx.attempt, status)
         result = classify_exit(settings, status, warned=warned)
         record_outcome(ledger, settings, view, result, exit_code=status, source="job")

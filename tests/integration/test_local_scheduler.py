@@ -8,26 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from ftslurm import env_vars
 from ftslurm.scheduler import AttemptRequest, JobState, LocalScheduler, Scheduler
-
-DEADLINE_S = 60.0
-
-
-def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
-    """Poll `predicate` until it returns a truthy value, failing after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_for
 
 
 def final_state(scheduler: LocalScheduler, job_id: str) -> JobState:

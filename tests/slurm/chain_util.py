@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ftslurm.chain.ledger import Ledger
 from ftslurm.slurm import SlurmClient
+from tests import waiting
 
 REPO = Path(__file__).resolve().parents[2]
 #: Other tests' jobs may hold the nodes: generous.
@@ -28,13 +28,8 @@ def status(run_dir: Path) -> dict:
 
 
 def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2.0)
-    raise AssertionError(f"timed out waiting for {what}")
+    """Poll every 2 s (each poll may query SLURM) until `predicate` holds."""
+    return waiting.wait_for(predicate, what, timeout=timeout, interval=2.0)
 
 
 def run_ended(run_dir: Path) -> dict:

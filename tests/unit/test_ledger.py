@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,7 @@ from ftslurm.chain.ledger import (
     write_progress,
 )
 from ftslurm.chain.outcome import Outcome
-
-DEADLINE_S = 60.0
-
-
-def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
-    """Poll `predicate` until it returns a truthy value, failing after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_for
 
 
 @pytest.fixture
