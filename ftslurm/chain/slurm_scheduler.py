@@ -14,14 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from ftslurm.scheduler import AttemptRequest, JobState
-from ftslurm.slurm import SlurmClient, SlurmCommandError
+from ftslurm.slurm import SlurmClient, SlurmCommandError, submission_env
+from ftslurm.slurm_parse import parse_scontrol_show_job
 
 log = logging.getLogger(__name__)
 
 #: scancel's answers for a job that has already ended: nothing to cancel.
 _GONE = ("already completing or completed", "Invalid job id specified")
+#: sbatch's answer when no nodes can ever satisfy the request, e.g. when the excluded (blamed)
+#: nodes leave fewer nodes in the partition than the attempt needs.
+_INFEASIBLE = "Requested node configuration is not available"
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -46,15 +51,25 @@ class SlurmScheduler:
     def submit(self, request: AttemptRequest) -> str:
         """`sbatch` the attempt's script; its #SBATCH lines hold the resources and time limit."""
         extra = [f"--job-name={request.tag}", "--requeue" if self.requeue else "--no-requeue"]
-        if request.exclude_nodes:
-            extra.append(f"--exclude={','.join(request.exclude_nodes)}")
         if request.stdout is not None:
             extra.append(f"--output={request.stdout}")
         if request.stderr is not None:
             extra.append(f"--error={request.stderr}")
         dependency = f"afterany:{request.after}" if request.after else None
-        job = self.client.submit(request.script, extra_args=extra, dependency=dependency,
-                                 env=dict(request.env), cwd=request.workdir)
+        exclude = [f"--exclude={','.join(request.exclude_nodes)}"] if request.exclude_nodes else []
+        try:
+            job = self.client.submit(request.script, extra_args=[*extra, *exclude],
+                                     dependency=dependency, env=dict(request.env),
+                                     cwd=request.workdir)
+        except SlurmCommandError as error:
+            if not exclude or _INFEASIBLE.lower() not in error.stderr.lower():
+                raise
+            # Excluding the blamed nodes leaves too few: a job that can never start would stall
+            # the chain, so run on them rather than not at all.
+            log.warning("excluding %s leaves too few nodes for %s; submitting without exclusions",
+                        ",".join(request.exclude_nodes), request.tag)
+            job = self.client.submit(request.script, extra_args=extra, dependency=dependency,
+                                     env=dict(request.env), cwd=request.workdir)
         return job.job_id
 
     def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
@@ -92,9 +107,32 @@ class SlurmScheduler:
         return self.client.find_jobs(tag, since=self.since)
 
     def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
-        """Keep a pending job (a pre-scheduled successor) off `nodes`."""
-        if nodes:
-            self.client.update_job(str(job_id), ExcNodeList=",".join(nodes))
+        """Keep a pending job (a pre-scheduled successor) off `nodes`.
+
+        scontrol accepts an exclusion that leaves too few nodes, and the job then pends forever
+        (reason BadConstraints), stalling the chain; so the job's own script is first tried with
+        `sbatch --test-only --exclude=...`, and an infeasible exclusion raises instead."""
+        if not nodes:
+            return
+        excluded = ",".join(nodes)
+        jobs = parse_scontrol_show_job(
+            self.client.run(["scontrol", "show", "job", "--oneliner", str(job_id)]))
+        script = jobs[0].get("Command") if jobs else None
+        if script:
+            workdir = jobs[0].get("WorkDir") or None
+            try:
+                self.client.run(["sbatch", "--test-only", f"--exclude={excluded}", script],
+                                env={**submission_env(), **self.client.env},
+                                cwd=Path(workdir) if workdir else None)
+            except SlurmCommandError as error:
+                if _INFEASIBLE.lower() in error.stderr.lower():
+                    raise SlurmCommandError(
+                        ["scontrol", "update", f"JobId={job_id}", f"ExcNodeList={excluded}"],
+                        None, error.stderr,
+                        reason="not done: the job could never start without these nodes",
+                    ) from error
+                raise
+        self.client.update_job(str(job_id), ExcNodeList=excluded)
 
 
 __all__ = ["SlurmScheduler"]
