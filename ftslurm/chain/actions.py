@@ -78,15 +78,15 @@ def launch_status(run_dir: str | Path, attempt: int, srun_status: int) -> int:
     srun reports the highest task exit code, or 128+N for a task it killed: with
     `--kill-on-bad-exit`, one launcher exiting 93 (do not retry) or 94 (stopped) makes srun kill
     the others, and the script sees 143. The status files say what the launchers decided: 93 if
-    any launcher exited 93; 94 if one stopped and none failed; otherwise srun's status stands.
+    any launcher exited 93; else 1 if any gave up (restarts exhausted); else 94 if one stopped;
+    otherwise (no status files: launcher none or torchrun) srun's status stands.
     """
     if srun_status == 0:
         return 0
     codes = {data.get("exit_code") for data in _launcher_statuses(run_dir, attempt)}
-    if exit_codes.DO_NOT_RETRY in codes:
-        return exit_codes.DO_NOT_RETRY
-    if exit_codes.STOPPED in codes and exit_codes.FAILED not in codes:
-        return exit_codes.STOPPED
+    for decided in (exit_codes.DO_NOT_RETRY, exit_codes.FAILED, exit_codes.STOPPED):
+        if decided in codes:
+            return decided
     return srun_status
 
 

@@ -195,6 +195,7 @@ def _launcher_status(run_dir: Path, attempt: int, node: str, exit_code: int | No
         ({"n1": 94, "n2": None}, 143, 94),  # srun killed n2 after n1 stopped
         ({"n1": 94, "n2": 94}, 94, 94),
         ({"n1": 94, "n2": 1}, 1, 1),  # a failed launcher is not hidden by a stopped one
+        ({"n1": 1, "n2": None}, 143, 1),  # srun killed n2 after n1 gave up: a failure
         ({"n1": 1}, 1, 1),
         ({}, 137, 137),  # no status files (launcher none, torchrun): srun's word stands
         ({"n1": 94}, 0, 0),
