@@ -23,7 +23,6 @@ import signal
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 try:
@@ -66,8 +65,6 @@ class _TrainerShutdown(GracefulShutdown):
     `take_over()` makes our handler the active one again, without chaining to Lightning's.
     """
 
-    _closed = False
-
     def take_over(self) -> None:
         """Re-install our handler for every signal someone replaced since `install()`."""
         if self._closed:
@@ -76,17 +73,19 @@ class _TrainerShutdown(GracefulShutdown):
             if signal.getsignal(sig) != self._on_signal:
                 signal.signal(sig, self._on_signal)
 
-    def close(self) -> None:
-        self._closed = True
-        super().close()
+    def hand_back(self, trainer: Trainer) -> None:
+        """Close, and make Lightning's own teardown restore the handlers from before fit.
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._closed:
-            # Lightning restored us after an exception closed us: behave like the default.
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-            return
-        super()._on_signal(signum, frame)
+        After a failed fit Lightning restores the handlers it saw when it registered its own,
+        which are ours, after our last hook has run; point its record at the originals instead.
+        (A closed handler left behind would still be transparent; this just leaves none.)
+        """
+        self.close()
+        saved = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", None)
+        if isinstance(saved, dict):
+            for signum, handler in list(saved.items()):
+                if getattr(handler, "__self__", None) is self:
+                    saved[signum] = self.original_handler(signum)
 
 
 class FaultToleranceCallback(Callback):
@@ -224,7 +223,7 @@ class FaultToleranceCallback(Callback):
         # on its way out, the launcher still finds it.
         self._crashed = True
         if self._stopper is not None:
-            self._stopper.close()
+            self._stopper.hand_back(trainer)
 
     # ---- heartbeats ----------------------------------------------------------------------------
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

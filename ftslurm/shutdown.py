@@ -72,6 +72,8 @@ class GracefulShutdown:
         self._requested = threading.Event()
         self._received: signal.Signals | None = None
         self._previous: dict[signal.Signals, _Handler] = {}
+        self._originals: dict[signal.Signals, _Handler] = {}
+        self._closed = False
         self._calls = 0
         self._decided = False
         if install:
@@ -85,14 +87,21 @@ class GracefulShutdown:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("GracefulShutdown must be installed from the main thread")
         for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._on_signal)
+            self._previous[sig] = _see_through(sig, signal.signal(sig, self._on_signal))
+        self._closed = False
         return self
 
     def close(self) -> None:
         """Restore the handlers that were in place before `install()`."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._originals = dict(self._previous)
         self._previous.clear()
+        self._closed = True
+
+    def original_handler(self, sig: int) -> _Handler:
+        """The handler that was in place before `install()` (for a closed instance)."""
+        return self._originals.get(signal.Signals(sig), signal.SIG_DFL)
 
     def __enter__(self) -> GracefulShutdown:
         return self.install()
@@ -101,6 +110,16 @@ class GracefulShutdown:
         self.close()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._closed:
+            # Someone re-installed this handler after close() (Lightning does, after a failed
+            # fit): be transparent: put the original back and hand it the signal.
+            original = self.original_handler(signum)
+            signal.signal(signum, original if original is not None else signal.SIG_DFL)
+            if callable(original):
+                original(signum, frame)
+            elif original in (signal.SIG_DFL, None):
+                signal.raise_signal(signum)
+            return
         self._received = signal.Signals(signum)
         self._requested.set()
         previous = self._previous.get(signal.Signals(signum))
@@ -164,6 +183,16 @@ class GracefulShutdown:
                 f"the stop vote failed: a peer did not join within {self.peer_timeout:g} s or "
                 f"is gone ({error}); exiting instead of waiting forever"
             ) from error
+
+
+def _see_through(sig: int, handler: _Handler) -> _Handler:
+    """The handler that really acts for `sig`: a closed GracefulShutdown's handler stands for
+    the one that was there before it."""
+    owner = getattr(handler, "__self__", None)
+    while isinstance(owner, GracefulShutdown) and owner._closed:
+        handler = owner.original_handler(sig)
+        owner = getattr(handler, "__self__", None)
+    return handler
 
 
 def _tell_launcher() -> None:

@@ -61,3 +61,30 @@ def test_check_every_votes_only_on_every_kth_call() -> None:
 def test_rejects_impossible_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         GracefulShutdown(install=False, **kwargs)
+
+
+def test_a_closed_handler_put_back_by_someone_else_is_transparent() -> None:
+    """Lightning re-installs the handlers it saw after a failed fit, ours included, after our
+    last hook ran: that closed handler must act as the one it replaced, and be seen through."""
+    seen: list[int] = []
+
+    def users_handler(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    original = signal.signal(signal.SIGUSR1, users_handler)
+    try:
+        first = GracefulShutdown([signal.SIGUSR1])
+        stale = signal.getsignal(signal.SIGUSR1)
+        first.close()
+        signal.signal(signal.SIGUSR1, stale)  # what Lightning's teardown does
+        second = GracefulShutdown([signal.SIGUSR1])
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert second.should_stop() and seen == [signal.SIGUSR1]
+        second.close()
+        assert signal.getsignal(signal.SIGUSR1) is users_handler  # the stale one is gone
+        signal.signal(signal.SIGUSR1, stale)
+        os.kill(os.getpid(), signal.SIGUSR1)  # the stale handler hands over and steps aside
+        assert seen == [signal.SIGUSR1, signal.SIGUSR1]
+        assert signal.getsignal(signal.SIGUSR1) is users_handler
+    finally:
+        signal.signal(signal.SIGUSR1, original)
