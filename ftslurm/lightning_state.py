@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ftslurm.atomic import write_json_atomic
 
 #: Name of the callback's state file inside `exp_dir`.
 STATE_FILE = "ft_state.json"
@@ -42,20 +42,8 @@ def load_state(exp_dir: Path) -> dict[str, Any]:
 
 def save_state(exp_dir: Path, state: dict[str, Any]) -> Path:
     """Write `state` to `exp_dir/ft_state.json` atomically; returns the path."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
     path = exp_dir / STATE_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=exp_dir)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomic(path, state, indent=2)
     return path
 
 

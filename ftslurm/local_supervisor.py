@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ftslurm.atomic import write_json_atomic
 from ftslurm.scheduler import (
     CANCEL_FILE,
     JOB_FILE,
@@ -36,7 +37,6 @@ from ftslurm.scheduler import (
     default_env,
     read_json,
     request_from_json,
-    write_json_atomic,
 )
 
 #: How often a cancel file is looked for when no signal arrives (the signal is the fast path).

@@ -13,15 +13,13 @@ golden files.
 from __future__ import annotations
 
 import importlib.resources
-import os
 import re
 import string
-import tempfile
-from pathlib import Path
 
 import yaml
 
 from ftslurm import env_vars, shell
+from ftslurm.atomic import write_atomic
 from ftslurm.chain.script_hooks import end_hook, start_hook
 from ftslurm.errors import UsageError
 from ftslurm.spec import Command, JobSpec
@@ -230,22 +228,6 @@ def launcher_command(command: Command) -> list[str]:
 def ft_config_text(spec: JobSpec) -> str:
     """The YAML the launcher reads with `--ft-cfg-path`: `fault_tolerance: {...}`."""
     return yaml.safe_dump({"fault_tolerance": dict(spec.fault_tolerance)}, sort_keys=False)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_run_dir(spec: JobSpec) -> None:

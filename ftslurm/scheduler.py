@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ftslurm import env_vars
+from ftslurm.atomic import write_json_atomic
 from ftslurm.errors import FtslurmError
 
 #: States after which a job never changes again.
@@ -112,16 +113,6 @@ class Scheduler(Protocol):
 # -- the local job folder, shared with ftslurm.local_supervisor -----------------------------
 
 JOB_FILE, STATE_FILE, CANCEL_FILE, LOCK_FILE = "job.json", "state.json", "cancel", "supervisor.lock"
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to `path` via a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import filelock
 
+from ftslurm.atomic import write_atomic, write_json_atomic
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.runstate import AttemptView, LedgerError, RunState, RunStatus, fold
 
@@ -58,20 +59,6 @@ def fingerprint(data: str | bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def read_progress(run_dir: str | os.PathLike[str]) -> int | None:
     """The run's progress marker: the integer in `<run_dir>/progress`, or its mtime in ns when the
     file is empty or not an integer (a workload may just touch it); None when absent."""
@@ -89,7 +76,7 @@ def read_progress(run_dir: str | os.PathLike[str]) -> int | None:
 
 def write_progress(run_dir: str | os.PathLike[str], step: int) -> None:
     """Set the progress marker to `step` atomically (for workloads and the launcher)."""
-    _write_atomic(Path(run_dir) / PROGRESS_FILE, f"{int(step)}\n")
+    write_atomic(Path(run_dir) / PROGRESS_FILE, f"{int(step)}\n", sync_dir=True)
 
 
 class Ledger:
@@ -198,7 +185,7 @@ class Ledger:
 
     def _write(self, header: Mapping[str, Any], records: Sequence[Any]) -> None:
         doc = {**header, "records": list(records)}
-        _write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        write_json_atomic(self.path, doc, sync_dir=True)
 
     def _append(self, kind: str, **fields: Any) -> RunState:
         """Append one record (the caller holds the lock) and return the new state."""

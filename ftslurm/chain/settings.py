@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ftslurm import env_vars
-from ftslurm.chain.ledger import _write_atomic
+from ftslurm.atomic import write_json_atomic
 from ftslurm.chain.policy import ChainConfig
 from ftslurm.errors import FtslurmError
 
@@ -84,7 +84,7 @@ class ChainSettings:
     def save(self) -> None:
         """Write chain.json atomically."""
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path, json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n")
+        write_json_atomic(self.path, self.to_json(), sync_dir=True)
 
 
 def load_settings(run_dir: str | os.PathLike[str]) -> ChainSettings:

@@ -12,13 +12,13 @@ Written atomically (temp file + rename) after every event, so a reader never see
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ftslurm.atomic import write_json_atomic
 
 
 def node_name() -> str:
@@ -61,13 +61,4 @@ class StatusFile:
         if self.path is None:
             return
         self.data["updated_at"] = time.time()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.data, handle, indent=2)
-                handle.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(self.path, self.data, indent=2, sort_keys=False)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ftslurm.atomic import write_json_atomic
 
 #: File name of the learned timeouts inside the run directory.
 LEARNED_FILE = "ft_learned_timeouts.json"
@@ -71,18 +71,7 @@ def save_learned(run_dir: str | Path, timeouts: HeartbeatTimeouts, *, source: st
     """Atomically write the learned timeouts (temp file + fsync + rename)."""
     path = learned_path(run_dir)
     payload = {**timeouts.to_dict(), "source": source, "updated_at": time.time()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, payload, indent=2, sort_keys=False)
     return path
 
 
