@@ -152,14 +152,14 @@ def test_cancelled_running_job_is_cancelled(
 def test_signal_to_batch_shell_lets_the_job_stop_cleanly(
     client: SlurmClient, submit: Callable[..., SubmittedJob], tmp_path: Path, slurm_cluster
 ) -> None:
-    marker = tmp_path / "got-usr1"
+    marker, ready = tmp_path / "got-usr1", tmp_path / "trap-installed"
     job = submit(
         script(tmp_path, "trap.sh",
-               f"trap 'echo USR1 > {marker}; exit 0' USR1\nsleep 600 &\nwait"),
+               f"trap 'echo USR1 > {marker}; exit 0' USR1\ntouch {ready}\nsleep 600 &\nwait"),
         extra_args=job_args(tmp_path, "-p", slurm_cluster.default_partition),
     )
-    wait_for(lambda: (s := summary_of(client, job.job_id)) and s.state == "RUNNING",
-             f"job {job.job_id} to run")
+    # RUNNING comes before the batch shell runs: a signal sent then finds no trap yet.
+    wait_for(ready.exists, f"job {job.job_id}'s batch shell to install its trap")
     client.cancel(job.job_id, signal="USR1", batch=True)
     summary = wait_for(
         lambda: (s := summary_of(client, job.job_id)) and s.state in TERMINAL and s,
