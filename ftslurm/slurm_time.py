@@ -4,7 +4,8 @@ Accepted, as in `man sbatch`: "minutes", "minutes:seconds", "hours:minutes:secon
 "days-hours", "days-hours:minutes", "days-hours:minutes:seconds", and "infinite"/"unlimited" (no
 limit). In the multi-field forms, seconds and minutes are below 60 and hours below 24 when days
 are given; a limit of zero means "no limit" to SLURM and is refused here, being almost always a
-mistake in a job spec.
+mistake in a job spec. So is a limit longer than `MAX_TIME_SECONDS` (365 days): SLURM reads a
+huge number as "infinite", so a typo such as 20 digits would silently remove the limit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import re
 
 UNLIMITED_WORDS = frozenset({"infinite", "unlimited"})
+#: The longest finite time limit accepted: 365 days. Write "infinite" for no limit at all.
+MAX_TIME_SECONDS = 365 * 24 * 3600
+#: Digits allowed in one field; more is never a real limit (and bounds the int() conversion).
+_MAX_DIGITS = 9
 
 #: What a valid value looks like, for error messages.
 EXPECTED = (
@@ -39,6 +44,8 @@ def parse_time(text: str) -> int | None:
     match = _PATTERN.match(value)
     if not match:
         raise TimeFormatError(f"{text!r} is not a time limit; expected {EXPECTED}")
+    if any(len(part) > _MAX_DIGITS for part in re.split(r"[-:]", value)):
+        raise _too_long(text)
     fields = [int(part) for part in match.group("clock").split(":")]
     has_days = match.group("days") is not None
     if has_days:
@@ -57,11 +64,20 @@ def parse_time(text: str) -> int | None:
     if len(fields) > 1 and (seconds >= 60 or (minutes >= 60 and (has_days or len(fields) == 3))):
         raise TimeFormatError(f"{text!r}: minutes and seconds must be below 60")
     total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total > MAX_TIME_SECONDS:
+        raise _too_long(text)
     if total == 0:
         raise TimeFormatError(
             f"{text!r} is zero, which SLURM reads as 'no limit'; write \"infinite\" if you mean it"
         )
     return total
+
+
+def _too_long(text: str) -> TimeFormatError:
+    return TimeFormatError(
+        f"{text[:30]!r} is longer than 365 days, the longest time limit accepted (SLURM would "
+        'read a huge value as no limit); write a shorter limit, or "infinite" if you mean no limit'
+    )
 
 
 def format_seconds(seconds: int) -> str:
@@ -75,4 +91,4 @@ def format_seconds(seconds: int) -> str:
     return f"{days}-{clock}" if days else clock
 
 
-__all__ = ["EXPECTED", "TimeFormatError", "format_seconds", "parse_time"]
+__all__ = ["EXPECTED", "MAX_TIME_SECONDS", "TimeFormatError", "format_seconds", "parse_time"]

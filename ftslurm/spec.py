@@ -1,24 +1,26 @@
 """The job spec: `job.yaml` validated into a `JobSpec` (frozen dataclasses).
 
 `load_spec(path)` reads the file, checks every key and raises one `SpecError` (a UsageError, exit
-code 2) that lists every problem with its file, line, key and what is expected. Relative paths in
-the spec are relative to the YAML file's directory and are stored absolute. docs/job-spec.md is
-the reference of every key; keep the two in step.
+code 2) that lists every problem with its file, line, key and what is expected; warnings (a spec
+that is valid but doubtful) go to stderr and stay in `JobSpec.warnings`. Relative paths in the
+spec are relative to the YAML file's directory and are stored absolute. docs/job-spec.md is the
+reference of every key; keep the two in step.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ftslurm import env_vars
 from ftslurm.errors import UsageError
 from ftslurm.shell import directive_value_problem
 from ftslurm.spec_fields import Issues, Section, check_writable_place
+from ftslurm.spec_limits import env_name_problem
 from ftslurm.spec_resources import Resources, read_resources
 from ftslurm.spec_sections import (
     AutoResume,
@@ -27,7 +29,7 @@ from ftslurm.spec_sections import (
     read_fault_tolerance,
     read_signals,
 )
-from ftslurm.spec_yaml import YMapping, load_yaml
+from ftslurm.spec_yaml import MAX_SPEC_BYTES, YamlLimitError, YMapping, load_yaml, size_problem
 
 Launcher = Literal["ft", "torchrun", "none"]
 LAUNCHERS: tuple[str, ...] = ("ft", "torchrun", "none")
@@ -43,11 +45,20 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "fault_tolerance", "autoresume", "signals",
 )
 
-#: Variables the script sets itself; `env` must not set them.
-RESERVED_ENV = frozenset({
-    env_vars.FINISHED_FLAG_FILE, env_vars.RUN_DIR, env_vars.ATTEMPT, env_vars.FT_CONFIG_FILE,
-    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-})
+#: The files and folders ftslurm itself keeps directly under the run directory. The finished
+#: flag (`autoresume.flag_file`) may be none of them, nor inside one: the chain would read its
+#: own file as "training finished" and stop before anything ran, or the training would write
+#: over the chain's state. Where each name comes from: ledger.json, ledger.json.lock, progress
+#: (chain/ledger.py); chain.json (chain/settings.py); job.yaml, job.sbatch, job.local.sh
+#: (chain/run.py); ft_config.yaml, logs (JobSpec.ft_config_path, logs_dir); launcher_status,
+#: local_jobs (chain/actions.py); ft_learned_timeouts.json (fault_tolerance/timeouts.py).
+#: tests/unit/test_spec_refusals.py checks the list against those modules; to be moved to a
+#: RunDir type that owns every name of a run directory.
+RUN_DIR_RESERVED_NAMES: tuple[str, ...] = (
+    "ledger.json", "ledger.json.lock", "progress", "chain.json", "job.yaml", "job.sbatch",
+    "job.local.sh", "ft_config.yaml", "logs", "launcher_status", "local_jobs",
+    "ft_learned_timeouts.json",
+)
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -99,6 +110,8 @@ class JobSpec:
     fault_tolerance: MappingProxyType[str, Any]
     autoresume: AutoResume
     signals: Signals
+    #: `file:line: key: message` of each doubt that does not make the spec invalid.
+    warnings: tuple[str, ...] = ()
 
     @property
     def ft_config_path(self) -> Path:
@@ -117,16 +130,29 @@ class JobSpec:
         return replace(self, autoresume=replace(self.autoresume, max_failures=max_failures))
 
 
-def load_spec(path: str | os.PathLike[str]) -> JobSpec:
-    """Read and validate a job spec file; raises UsageError (exit 2) listing every problem."""
+def load_spec(path: str | os.PathLike[str], *, show_warnings: bool = True) -> JobSpec:
+    """Read and validate a job spec file; raises UsageError (exit 2) listing every problem.
+
+    A file larger than MAX_SPEC_BYTES is refused without being parsed. Warnings are printed to
+    stderr as `ftslurm: warning: file:line: key: message` unless `show_warnings` is False.
+    """
     source = Path(os.path.abspath(path))
     try:
-        text = source.read_text(encoding="utf-8")
+        with open(source, "rb") as stream:
+            data = stream.read(MAX_SPEC_BYTES + 1)
+        problem = size_problem(len(data), str(source))
+        if problem:
+            raise YamlLimitError(problem)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file", hint="give the path of your job.yaml") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}: cannot read the job spec: {error}") from None
-    return parse_spec(text, source)
+    spec = parse_spec(text, source)
+    if show_warnings:
+        for warning in spec.warnings:
+            print(f"ftslurm: warning: {warning}", file=sys.stderr)
+    return spec
 
 
 def parse_spec(text: str, source: Path) -> JobSpec:
@@ -164,11 +190,37 @@ def parse_spec(text: str, source: Path) -> JobSpec:
         setup=_read_setup(top),
         launch=launch,
         fault_tolerance=MappingProxyType(fault_tolerance),
-        autoresume=read_autoresume(top, base, run_dir),
+        autoresume=read_autoresume(
+            top, base, run_dir, forbidden=lambda flag: flag_file_problem(flag, run_dir, source)
+        ),
         signals=signals,
+        warnings=issues.formatted_warnings(),
     )
     issues.raise_if_any()
     return spec
+
+
+def flag_file_problem(flag_file: Path, run_dir: Path, source: Path) -> str | None:
+    """Why `flag_file` cannot be the finished flag of a run in `run_dir` whose spec is `source`,
+    or None: it may not be the run directory, a folder above it, the job spec itself, or one of
+    ftslurm's own files and folders of the run directory (RUN_DIR_RESERVED_NAMES) or inside one.
+    Symbolic links are followed."""
+    flag = Path(os.path.realpath(flag_file))
+    real_run_dir = Path(os.path.realpath(run_dir))
+    example = f"e.g. the default {run_dir / 'finished.flag'}"
+    if flag == real_run_dir or flag in real_run_dir.parents:
+        return f"{flag_file} is the run directory or a folder above it; give the path of a " \
+               f"file, {example}"
+    if flag == Path(os.path.realpath(source)):
+        return f"{flag_file} is the job spec itself, which exists already, so the run would " \
+               f"count as finished at once; {example}"
+    for name in RUN_DIR_RESERVED_NAMES:
+        owned = real_run_dir / name
+        if flag == owned or owned in flag.parents:
+            return (f"{flag_file} is ftslurm's own {name!r} of the run directory (the chain "
+                    "would read it as 'training finished', or the training would overwrite it); "
+                    f"{example}")
+    return None
 
 
 def _path(base: Path, text: str | None) -> Path | None:
@@ -207,10 +259,14 @@ def _read_command(top: Section) -> Command:
             top.error("command", "is empty; give a script, `-m module` or executable")
         return Command("executable", "true")
     if words[0] == "-m":
-        if len(words) < 2 or words[1].startswith("-"):
+        if len(words) < 2 or words[1].startswith("-") or not words[1].strip():
             top.error("command", "`-m` must be followed by a module name, e.g. -m mypkg.train")
             return Command("executable", "true")
         return Command("module", words[1], words[2:])
+    if not words[0].strip():
+        top.error("command", "the program (the first word) is empty; give a script, "
+                             "`-m module` or executable, e.g. `command: [train.py, --lr, '3e-4']`")
+        return Command("executable", "true")
     if words[0].startswith("-"):
         top.error("command", f"starts with the option {words[0]!r}; put launcher options in "
                              "launcher_args and start the command with a script or -m module")
@@ -222,11 +278,11 @@ def _read_env(top: Section) -> tuple[tuple[str, str], ...]:
     section = top.section("env")
     env: list[tuple[str, str]] = []
     for key in section.node.entries:
+        problem = env_name_problem(key)
         if not _ENV_NAME.match(key):
             section.error(key, "not a valid environment variable name (letters, digits, _)")
-        elif key in RESERVED_ENV:
-            section.error(key, "ftslurm sets this variable itself; remove it from env "
-                               "(the flag file is autoresume.flag_file)")
+        elif problem:
+            section.error(key, problem)
         elif not section.has(key):
             section.error(key, "has no value; write '' for an empty string")
         else:
@@ -273,10 +329,12 @@ def _read_launch(top: Section) -> Launch:
 
 __all__ = [
     "LAUNCHERS",
+    "RUN_DIR_RESERVED_NAMES",
     "Command",
     "JobSpec",
     "Launch",
     "Resources",
+    "flag_file_problem",
     "load_spec",
     "parse_spec",
 ]

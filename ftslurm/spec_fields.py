@@ -51,15 +51,26 @@ class SpecError(UsageError):
 
 
 class Issues:
-    """Collects the problems found while reading one spec file."""
+    """Collects the problems (and the warnings) found while reading one spec file."""
 
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.items: list[Issue] = []
+        #: Doubts that do not stop the spec (e.g. more nodes than most clusters have).
+        self.warnings: list[Issue] = []
 
     def add(self, line: int, key: str, message: str) -> None:
         """Record one problem."""
         self.items.append(Issue(line, key, message))
+
+    def warn(self, line: int, key: str, message: str) -> None:
+        """Record one warning: shown, but the spec stays valid."""
+        self.warnings.append(Issue(line, key, message))
+
+    def formatted_warnings(self) -> tuple[str, ...]:
+        """Every warning as `file:line: key: message`, by line."""
+        ordered = sorted(self.warnings, key=lambda issue: issue.line)
+        return tuple(issue.format(self.filename) for issue in ordered)
 
     def raise_if_any(self) -> None:
         """Raise a SpecError listing every recorded problem, sorted by line."""
@@ -111,6 +122,10 @@ class Section:
     def error(self, name: str, message: str) -> None:
         """Record a problem with key `name` of this section."""
         self.issues.add(self.line_of(name), self.key(name), message)
+
+    def warn(self, name: str, message: str) -> None:
+        """Record a warning about key `name` of this section (the spec stays valid)."""
+        self.issues.warn(self.line_of(name), self.key(name), message)
 
     def check_keys(self, known: Iterable[str]) -> None:
         """Report every key that is not in `known`, with the closest known one."""

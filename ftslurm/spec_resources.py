@@ -2,7 +2,7 @@
 
 Covers nodes, ranks per node, GPUs, CPUs, memory, the time limit, placement (partition, account,
 qos, constraint, exclude, nodelist, exclusive) and the free-form `sbatch:` map of further
-`#SBATCH` options.
+`#SBATCH` options (minus those that break the chain: ftslurm.spec_limits).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ftslurm.slurm_time import TimeFormatError, parse_time
 from ftslurm.spec_fields import Section
+from ftslurm.spec_limits import NODES_WARNING_ABOVE, sbatch_option_problem
 from ftslurm.spec_yaml import YScalar
 
 #: sbatch options that ftslurm writes itself, and the spec key to use instead.
@@ -59,6 +60,10 @@ class Resources:
 def read_resources(top: Section) -> Resources:
     """The resource keys of the top level, checked against each other."""
     nodes = top.integer("nodes", 1, minimum=1)
+    if nodes > NODES_WARNING_ABOVE:
+        top.warn("nodes", f"{nodes} nodes is more than {NODES_WARNING_ABOVE}; few clusters have "
+                          "that many, and a job larger than its partition waits in the queue "
+                          "forever (check the partition's size with `sinfo -s`)")
     gpus = top.integer("gpus_per_node", None, minimum=0)
     nproc = top.integer("nproc_per_node", None, minimum=1)
     ntasks = top.integer("ntasks", None, minimum=1)
@@ -114,14 +119,14 @@ def _read_sbatch(top: Section) -> tuple[tuple[str, str | None], ...]:
     section = top.section("sbatch")
     options: list[tuple[str, str | None]] = []
     for key, entry in section.node.entries.items():
-        option = key[2:] if key.startswith("--") else key
-        if not _SBATCH_OPTION.match(option):
+        option = key.removeprefix("--") if key.startswith("--") else key.removeprefix("-")
+        problem = sbatch_option_problem(option, MANAGED_SBATCH_OPTIONS)
+        if problem:
+            section.error(key, problem)
+        elif not _SBATCH_OPTION.match(option):
             fixed = option.lower().replace("_", "-")
             section.error(key, f"not an sbatch long option name; write it as in `man sbatch`, "
                                f"e.g. {fixed!r}")
-        elif option in MANAGED_SBATCH_OPTIONS:
-            section.error(key, f"ftslurm writes --{option} itself from the spec key "
-                               f"`{MANAGED_SBATCH_OPTIONS[option]}`; set that instead")
         elif isinstance(entry.node, YScalar) and isinstance(entry.node.value, bool):
             if entry.node.value:
                 options.append((option, None))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,10 @@ def read_fault_tolerance(top: Section) -> dict[str, Any]:
         return FaultToleranceConfig().to_dict()
 
 
-def read_autoresume(top: Section, base: Path, run_dir: Path) -> AutoResume:
-    """The `autoresume:` section; the flag file must be in a place this user can write."""
+def read_autoresume(top: Section, base: Path, run_dir: Path, *,
+                    forbidden: Callable[[Path], str | None] = lambda flag: None) -> AutoResume:
+    """The `autoresume:` section. The flag file must not be a path `forbidden` refuses (it says
+    why: one of ftslurm's own files), and must be in a place this user can write."""
     section = top.section("autoresume")
     section.check_keys(("max_failures", "flag_file", "max_attempts", "do_not_retry_exit_code"))
     flag_text = section.string("flag_file", None)
@@ -94,7 +97,11 @@ def read_autoresume(top: Section, base: Path, run_dir: Path) -> AutoResume:
         flag_file = run_dir / "finished.flag"
     else:
         flag_file = Path(os.path.abspath(base / os.path.expanduser(flag_text)))
-        check_writable_place(section, "flag_file", flag_file, directory=False)
+        problem = forbidden(flag_file)
+        if problem:
+            section.error("flag_file", problem)
+        else:
+            check_writable_place(section, "flag_file", flag_file, directory=False)
     return AutoResume(
         max_failures=section.integer("max_failures", DEFAULT_MAX_FAILURES, minimum=0),
         flag_file=flag_file,

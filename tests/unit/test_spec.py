@@ -193,3 +193,23 @@ def test_docs_cover_every_key_and_placeholder() -> None:
             *(field.name for field in dataclasses.fields(Signals))]
     missing = [key for key in keys if f"`{key}`" not in docs and f"`{key}:`" not in docs]
     assert not missing, f"docs/job-spec.md does not document: {missing}"
+
+
+def test_docs_state_every_refusal_and_bound() -> None:
+    from ftslurm.spec import RUN_DIR_RESERVED_NAMES
+    from ftslurm.spec_limits import (
+        NODES_WARNING_ABOVE,
+        REFUSED_ENV,
+        REFUSED_ENV_PREFIXES,
+        REFUSED_SBATCH_OPTIONS,
+    )
+    from ftslurm.spec_yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+
+    docs = (REPO / "docs" / "job-spec.md").read_text()
+    names = [*RUN_DIR_RESERVED_NAMES, *REFUSED_ENV, *(f"{p}*" for p in REFUSED_ENV_PREFIXES),
+             *REFUSED_SBATCH_OPTIONS]
+    missing = [name for name in names if f"`{name}`" not in docs]
+    bounds = [str(NODES_WARNING_ABOVE), str(MAX_SPEC_BYTES), str(MAX_YAML_DEPTH),
+              str(MAX_YAML_NODES), "365 days", "1 MiB"]
+    missing += [bound for bound in bounds if bound not in docs]
+    assert not missing, f"docs/job-spec.md does not state: {missing}"

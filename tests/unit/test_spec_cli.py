@@ -78,3 +78,43 @@ def test_custom_template_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "job.yaml").write_text(GOOD + "template: my.sbatch\n")
     assert main(["render", str(tmp_path / "job.yaml")]) == 0
     assert capsys.readouterr().out.endswith("\nsrun python3 train.py\n")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("sbatch: !!python/object:os.system {a: 1}\n",
+     ":6: sbatch: the YAML tag '!!python/object:os.system' is not allowed"),
+    ("sbatch: {array: 0-3}\n", ":6: sbatch.array: --array breaks the chain"),
+    ("env: {PATH: /opt/bin}\n", ":6: env.PATH: "),
+    ("autoresume: {flag_file: runs/demo/ledger.json}\n",
+     ":6: autoresume.flag_file: "),
+    ("a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+     "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n",
+     ":9: d: the YAML expands to more than"),
+])
+def test_validate_refuses_what_breaks_the_chain(tmp_path: Path, extra: str, expected: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD + extra)
+    assert main(["validate", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert f"{path}{expected}" in captured.err
+    assert "ok:" not in captured.out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validate_refuses_a_command_with_an_empty_program(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD.replace("command: train.py", 'command: [""]'))
+    assert main(["validate", str(path)]) == 2
+    assert f"{path}:5: command: the program (the first word) is empty" in capsys.readouterr().err
+
+
+def test_validate_warns_about_a_huge_node_count_and_still_passes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD.replace("nodes: 2", "nodes: 1000000000"))
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"ok: {path}\n")
+    assert f"ftslurm: warning: {path}:2: nodes: 1000000000 nodes is more than 4096" in captured.err
