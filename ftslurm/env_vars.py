@@ -16,3 +16,10 @@ FT_CONFIG_FILE = "FTSLURM_FT_CONFIG"
 DEV_CLUSTER_DIR = "FTSLURM_DEV_CLUSTER_DIR"
 #: The job id of an attempt run by the local backend (what SLURM_JOB_ID is under SLURM).
 LOCAL_JOB_ID = "FTSLURM_LOCAL_JOB_ID"
+#: Set by the local supervisor for a local job's script, inherited by every process of the job:
+#: `<job dir>:<random token>`; how the supervisor finds them all to signal them (cancel, time
+#: limit, end of the job), even those that left the script's process group or session.
+LOCAL_JOB_MARKER = "FTSLURM_LOCAL_JOB"
+#: A TCP port that was free on this machine when the local job started, for the launch's
+#: rendezvous (MASTER_PORT with `launcher: none`); unique among running local jobs.
+RDZV_PORT = "FTSLURM_RDZV_PORT"

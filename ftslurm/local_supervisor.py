@@ -2,21 +2,27 @@
 
 Started by `ftslurm.scheduler.LocalScheduler.submit` in its own session, so it outlives the
 process that submitted it. It holds the job's supervisor lock (inherited as LOCK_FD) for its whole
-life, waits for the job's dependency, runs the script in a new process group, and then:
+life, waits for the job's dependency, runs the script in a new process group with a marker in its
+environment (`FTSLURM_LOCAL_JOB=<job dir>:<random token>`, inherited by every descendant, even
+those in sessions of their own such as torch's ranks) and a free port for the rendezvous
+(`FTSLURM_RDZV_PORT`), and then:
 
 - at `time_limit - warning_lead` sends the warning signal to the group (SLURM's `--signal`),
-- at the time limit sends SIGCONT + SIGTERM to the group, and SIGKILL `kill_wait` seconds later,
+- at the time limit sends SIGCONT + SIGTERM to the job (the group and every marked process), and
+  SIGKILL `kill_wait` seconds later,
 - on a cancel request (SIGTERM/SIGINT to the supervisor, or the job's `cancel` file) does the same,
-- when the script exits, kills what is left of its group (SLURM ends the whole job),
+- when the script exits, kills every process of the job that is left (SLURM ends the whole job;
+  after a cancel or the time limit, what is left gets until `kill_wait` first),
 
 and writes `state.json` atomically at each step: PENDING, RUNNING, then COMPLETED, FAILED,
-CANCELLED or TIMEOUT with the exit code or signal.
+CANCELLED or TIMEOUT with the exit code or signal, once no process of the job is left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import select
 import signal
 import socket
@@ -27,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ftslurm import env_vars, proc_marker
 from ftslurm.atomic import write_json_atomic
 from ftslurm.scheduler import (
     CANCEL_FILE,
@@ -53,8 +60,11 @@ class Supervisor:
             raise SystemExit(f"local_supervisor: no {JOB_FILE} in {job_dir}")
         self.job_id: str = job["job_id"]
         self.request: AttemptRequest = request_from_json(job["request"])
+        #: Unique to this run of this job: every process of the job carries it in its environment.
+        self.marker = f"{job_dir.resolve()}:{secrets.token_hex(8)}"
         self.base: dict[str, Any] = {
             "job_id": self.job_id, "supervisor_pid": os.getpid(), "nodes": [socket.gethostname()],
+            "marker": self.marker,
         }
         self._signalled = False
         self._wake_r, wake_w = os.pipe()
@@ -100,6 +110,7 @@ class Supervisor:
         if not self._wait_for_dependency() or self.cancel_requested():
             self.write_state("CANCELLED", end=time.time(), reason="cancelled while pending")
             return 0
+        self.base["rdzv_port"] = free_port()
         try:
             child = self._spawn()
         except OSError as error:
@@ -108,7 +119,9 @@ class Supervisor:
             return 1
         start = time.time()
         self.write_state("RUNNING", start=start, pid=child.pid, pgid=child.pid)
-        ended_by = self._watch(child)
+        job = JobProcesses(child.pid, self.marker)
+        ended_by, kill_at = self._watch(child, job)
+        job.end(kill_at if ended_by else None)  # before the reap: the group id stays ours
         returncode = child.wait()
         exit_code, sig = (returncode, None) if returncode >= 0 else (None, -returncode)
         state = ended_by or ("COMPLETED" if returncode == 0 else "FAILED")
@@ -122,23 +135,20 @@ class Supervisor:
         Path(request.workdir).mkdir(parents=True, exist_ok=True)
         stdout_path = request.stdout or self.job_dir / "output.log"
         stderr_path = request.stderr or stdout_path
+        env = {**default_env(request, self.job_id), env_vars.LOCAL_JOB_MARKER: self.marker,
+               env_vars.RDZV_PORT: str(self.base["rdzv_port"])}
         with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
             return subprocess.Popen(
-                ["bash", str(request.script)], cwd=request.workdir,
-                env=default_env(request, self.job_id), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
+                ["bash", str(request.script)], cwd=request.workdir, env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
             )
 
-    def _watch(self, child: subprocess.Popen[bytes]) -> str | None:
+    def _watch(self, child: subprocess.Popen[bytes], job: JobProcesses
+               ) -> tuple[str | None, float | None]:
         """Enforce the time limit and cancel requests until the script exits (not reaped yet, so
         its pid, which is also its group id, cannot be reused meanwhile). Returns TIMEOUT,
-        CANCELLED or None."""
-        request, pgid = self.request, child.pid
-
-        def to_group(sig: int) -> None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-
+        CANCELLED or None, and when SIGKILL is due (monotonic time; None: no SIGTERM was sent)."""
+        request = self.request
         now = time.monotonic()
         limit = request.time_limit_s
         term_at = now + limit if limit is not None else None
@@ -146,6 +156,7 @@ class Supervisor:
         if term_at is not None and request.warning_signal:
             warn_at = term_at - min(request.warning_lead_s, limit or 0.0)
         kill_at: float | None = None
+        killed = False
         ended_by: str | None = None
         pidfd = os.pidfd_open(child.pid)
         try:
@@ -156,21 +167,16 @@ class Supervisor:
                 elif ended_by is None and term_at is not None and now >= term_at:
                     ended_by = "TIMEOUT"
                 if ended_by is not None and kill_at is None:
-                    to_group(signal.SIGCONT)
-                    to_group(signal.SIGTERM)
+                    job.terminate()
                     kill_at = now + request.kill_wait_s
                     warn_at = None
                 if warn_at is not None and now >= warn_at:
-                    if request.warning_script_only:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(child.pid, int(request.warning_signal or 0))
-                    else:
-                        to_group(int(request.warning_signal or 0))
+                    job.warn(int(request.warning_signal or 0), request.warning_script_only)
                     warn_at = None
-                if kill_at is not None and now >= kill_at:
-                    to_group(signal.SIGKILL)
-                    kill_at = float("inf")
-                deadlines = [t for t in (warn_at, kill_at) if t is not None]
+                if kill_at is not None and now >= kill_at and not killed:
+                    job.kill()
+                    killed = True
+                deadlines = [t for t in (warn_at, None if killed else kill_at) if t is not None]
                 if ended_by is None and term_at is not None:
                     deadlines.append(term_at)
                 timeout = min([CANCEL_POLL_S, *(t - now for t in deadlines)])
@@ -178,8 +184,57 @@ class Supervisor:
                     break
         finally:
             os.close(pidfd)
-        to_group(signal.SIGKILL)  # what the script left behind ends with the job, as under SLURM
-        return ended_by
+        return ended_by, kill_at
+
+
+class JobProcesses:
+    """Every process of a running local job: the script's process group, and every process whose
+    environment carries the job's marker (torch's ranks run in sessions of their own)."""
+
+    def __init__(self, pgid: int, marker: str) -> None:
+        self.pgid = pgid
+        self.marker = marker
+
+    def _to_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def _to_all(self, sig: int) -> None:
+        self._to_group(sig)
+        proc_marker.signal_marked(env_vars.LOCAL_JOB_MARKER, self.marker, sig)
+
+    def warn(self, sig: int, script_only: bool) -> None:
+        """The warning signal: to the script alone (`B:`) or to its process group."""
+        if script_only:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pgid, sig)  # the script leads its group: its pid is the group id
+        else:
+            self._to_group(sig)
+
+    def terminate(self) -> None:
+        """SIGCONT + SIGTERM to every process of the job (cancel, time limit)."""
+        self._to_all(signal.SIGCONT)
+        self._to_all(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the job, until none is left."""
+        self._to_group(signal.SIGKILL)
+        if not proc_marker.kill_marked(env_vars.LOCAL_JOB_MARKER, self.marker):
+            print("local_supervisor: some processes of the job survived SIGKILL", file=sys.stderr)
+
+    def end(self, kill_at: float | None) -> None:
+        """The script has exited: what it left behind ends with the job, as under SLURM; after a
+        SIGTERM (`kill_at` set) it gets until `kill_at` to exit before SIGKILL."""
+        if kill_at is not None:
+            proc_marker.wait_unmarked(env_vars.LOCAL_JOB_MARKER, self.marker, kill_at)
+        self.kill()
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -240,7 +240,8 @@ class LocalScheduler:
         return found
 
     def cancel(self, job_id: str) -> None:
-        """Ask the supervisor to cancel: SIGTERM to the job's group, SIGKILL after kill_wait."""
+        """Ask the supervisor to cancel: SIGTERM to every process of the job (its script's group
+        and whatever carries the job's environment marker), SIGKILL after kill_wait."""
         job_dir = self._job_dir(job_id)
         state = self._state(job_id)
         if state is None:
