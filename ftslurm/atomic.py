@@ -34,11 +34,16 @@ def write_atomic(path: str | os.PathLike[str], text: str, *, mode: int = 0o644,
             os.unlink(tmp)
         raise
     if sync_dir:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_directory(path.parent)
+
+
+def sync_directory(path: str | os.PathLike[str]) -> None:
+    """fsync a directory, so that a rename or a new entry in it survives a power loss."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *,
@@ -48,4 +53,4 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any], *,
     write_atomic(path, text, sync_dir=sync_dir)
 
 
-__all__ = ["write_atomic", "write_json_atomic"]
+__all__ = ["sync_directory", "write_atomic", "write_json_atomic"]

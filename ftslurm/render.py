@@ -41,10 +41,10 @@ PLACEHOLDERS: dict[str, str] = {
     "sbatch_directives": "the #SBATCH lines (resources, output, --open-mode, --signal, sbatch:)",
     "environment": "export lines: ftslurm's variables, then the spec's env:",
     "setup": "the spec's setup: lines, verbatim, under a comment (empty without setup:)",
-    "chain_start": "the chain hook run before the launch (`ftslurm chain-start`; the script "
-                   "exits 0 without launching when the run is already over)",
-    "chain_end": "the chain hook run after the launch (`ftslurm chain-end`; $status holds the "
-                 "launch's exit status)",
+    "chain_start": "the chain hook that must run first (`ftslurm chain-start`; the script exits "
+                   "without launching when the run is over or the job is not confirmed)",
+    "chain_end": "the EXIT trap that runs the end hook (`ftslurm chain-end` with the script's "
+                 "exit status) however the script ends; place it right after chain_start",
     "warning_signal": "the warning signal's name for `trap`, e.g. USR1",
     "srun_options": "srun's options: nodes, tasks per node, CPUs, container, srun_args:",
     "python": "the spec's python: interpreter",
@@ -143,7 +143,8 @@ def substitutions(spec: JobSpec) -> dict[str, str]:
         "environment": "\n".join(environment_lines(spec)),
         "setup": "\n".join((SETUP_HEADER, *spec.setup)) if spec.setup else "",
         "chain_start": start_hook(shell.quote(launch.python)),
-        "chain_end": end_hook(shell.quote(launch.python)),
+        "chain_end": end_hook(shell.quote(launch.python),
+                              spec.signals.warning_signal.removeprefix("SIG")),
         "warning_signal": shell.quote(spec.signals.warning_signal.removeprefix("SIG")),
         "srun_options": shell.quote_args(srun_options(spec)),
         "python": shell.quote(launch.python),

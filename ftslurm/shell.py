@@ -34,12 +34,23 @@ def value_problem(value: str) -> str | None:
     return None
 
 
+#: Bash's reserved words: shlex leaves them bare, and bare in a command's place bash would read
+#: them as syntax, so they are always quoted.
+_SPECIAL_BARE_WORDS = frozenset({
+    "!", "[[", "]]", "{", "}", "case", "coproc", "do", "done", "elif", "else", "esac", "fi",
+    "for", "function", "if", "in", "select", "then", "time", "until", "while",
+})
+
+
 def quote(value: str | int) -> str:
-    """`value` as exactly one bash word that expands to itself, nothing else."""
+    """`value` as exactly one bash word that expands to itself, nothing else, wherever it stands
+    (a command name included)."""
     text = str(value)
     problem = value_problem(text)
     if problem:
         raise ValueError(f"cannot quote {text!r}: {problem}")
+    if text in _SPECIAL_BARE_WORDS:
+        return f"'{text}'"
     return shlex.quote(text)
 
 

@@ -2,8 +2,11 @@
 login-node loop (`ftslurm watch`) and `ftslurm cancel`: record an outcome, bring the ledger up to
 date with the scheduler, submit the next attempt, stop the run.
 
-Callers hold `Ledger.locked()` around a read-decide-act sequence so that no other process can
-interleave with it; every function here re-enters that lock.
+No lock is held across a scheduler call or a wait: each action reads the ledger, asks the
+scheduler with the lock released, then records under the lock, re-checking against the ledger as
+it is then (the `Ledger` methods are idempotent: the first final end wins, a reservation is
+claimed before it is submitted). Scheduler errors propagate as `SlurmCommandError`; callers that
+must go on through an outage (the hooks, the watch loop, `status`) catch them.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import signal as signals
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from ftslurm import exit_codes
 from ftslurm.chain.ledger import Ledger, read_progress
@@ -90,10 +95,14 @@ def launch_status(run_dir: str | Path, attempt: int, srun_status: int) -> int:
     return srun_status
 
 
-def classify_job(settings: ChainSettings, job: JobState) -> Classification:
-    """Classify an ended job from the scheduler's final state."""
+def classify_job(settings: ChainSettings, job: JobState, *, flag_exists: bool | None = None
+                 ) -> Classification:
+    """Classify an ended job from the scheduler's final state. `flag_exists`: whether the flag
+    counts for this job (default: whether it exists now)."""
+    if flag_exists is None:
+        flag_exists = settings.flag_exists()
     return classify(
-        exit_code=job.exit_code, signal=job.signal, flag_exists=settings.flag_exists(),
+        exit_code=job.exit_code, signal=job.signal, flag_exists=flag_exists,
         scheduler_state=job.state, cancelled_by=job.cancelled_by, owner_uid=settings.owner_uid,
         do_not_retry_exit_code=settings.config.do_not_retry_exit_code,
     )
@@ -124,8 +133,10 @@ def record_outcome(
     job: JobState | None = None,
     exit_code: int | None = None,
     source: str,
+    progress: int | Literal["now"] | None = "now",
 ) -> bool:
-    """Record how attempt `view` ended (with blame); False when it already had a final end."""
+    """Record how attempt `view` ended (with blame); False when it already had a final end.
+    `progress`: the progress marker at the attempt's end ("now": read it now)."""
     nodes = (job.nodes if job is not None else ()) or view.nodes
     blamed = blame_nodes(result.outcome, attempt_nodes=nodes,
                          event_nodes=launcher_event_nodes(settings.run_dir, view.number))
@@ -134,8 +145,8 @@ def record_outcome(
         exit_code=job.exit_code if job is not None else exit_code,
         signal=job.signal if job is not None else None,
         scheduler_state=job.state if job is not None else None,
-        progress=read_progress(settings.run_dir), blamed_nodes=blamed, source=source,
-        provisional=result.provisional,
+        progress=read_progress(settings.run_dir) if progress == "now" else progress,
+        blamed_nodes=blamed, source=source, provisional=result.provisional,
     )
     return written
 
@@ -156,6 +167,62 @@ def _record_requeue(ledger: Ledger, settings: ChainSettings, view: AttemptView, 
                         progress=read_progress(settings.run_dir))
 
 
+def _needs_sync(view: AttemptView, only: Sequence[int] | None) -> bool:
+    return bool(view.job_id and (view.in_flight or view.provisional)
+                and (only is None or view.number in only))
+
+
+def query_scheduler(scheduler: Scheduler, state: RunState, *,
+                    only: Sequence[int] | None = None) -> dict[str, JobState]:
+    """ONE `states()` query for every attempt in flight or ended provisionally (no lock held)."""
+    ids = [a.job_id for a in state.attempts if a.job_id and _needs_sync(a, only)]
+    return scheduler.states(ids) if ids else {}
+
+
+def end_evidence(state: RunState, view: AttemptView, settings: ChainSettings
+                 ) -> tuple[bool, int | Literal["now"] | None]:
+    """What was true when `view` ended, for completing its record later: (flag counts, progress).
+
+    An attempt's record must say what was true when it ended, not what is true now: a
+    provisional end already wrote down its progress (and saw no flag, or it would have been
+    final). An attempt with no end record (killed) may take the flag and progress as they are now
+    only while no later attempt has started; otherwise they may be the later attempt's work, and
+    its progress when it started is this attempt's progress at its end.
+    """
+    if view.status == "ended":  # provisional: keep what it recorded
+        return False, view.progress_after
+    later = [a for a in state.attempts if a.number > view.number and a.started_at is not None]
+    if not later:
+        return settings.flag_exists(), "now"
+    return False, later[0].progress_before
+
+
+def apply_job_states(ledger: Ledger, settings: ChainSettings, jobs: Mapping[str, JobState], *,
+                     source: str, only: Sequence[int] | None = None) -> RunState:
+    """Record what the scheduler said (starts, requeues, final ends) against the ledger as it is
+    now, under the lock: a record another process wrote meanwhile is never contradicted."""
+    with ledger.locked():
+        state = ledger.state()
+        for view in state.attempts:
+            job = jobs.get(str(view.job_id)) if _needs_sync(view, only) else None
+            if job is None:
+                continue  # just submitted: the scheduler may not list it yet
+            if view.status == "running" and job.requeues > view.requeue_count and not job.is_final:
+                if job.state == "RUNNING":
+                    _record_requeue(ledger, settings, view, job, source=source)
+                continue
+            if job.is_final:
+                flag, progress = end_evidence(state, view, settings)
+                record_outcome(ledger, settings, view,
+                               classify_job(settings, job, flag_exists=flag), job=job,
+                               source=source, progress=progress)
+            elif job.state == "RUNNING" and view.status == "submitted":
+                ledger.record_start(view.number, job.job_id, nodes=job.nodes,
+                                    requeue_count=job.requeues,
+                                    progress=read_progress(settings.run_dir))
+        return ledger.state()
+
+
 def sync_with_scheduler(
     ledger: Ledger,
     settings: ChainSettings,
@@ -166,28 +233,12 @@ def sync_with_scheduler(
     only: Sequence[int] | None = None,
 ) -> tuple[RunState, dict[str, JobState]]:
     """Bring every attempt in flight (or ended provisionally) up to date with ONE `states()`
-    query: record starts, requeues and final ends. Returns the new state and the job states."""
-    targets = [a for a in state.attempts if a.job_id and (a.in_flight or a.provisional)
-               and (only is None or a.number in only)]
-    if not targets:
+    query (lock released), then record starts, requeues and final ends (under the lock).
+    Returns the new state and the job states."""
+    jobs = query_scheduler(scheduler, state, only=only)
+    if not jobs:
         return state, {}
-    jobs = scheduler.states([a.job_id for a in targets if a.job_id])
-    for view in targets:
-        job = jobs.get(str(view.job_id))
-        if job is None:
-            continue  # just submitted: the scheduler may not list it yet
-        if view.status == "running" and job.requeues > view.requeue_count and not job.is_final:
-            if job.state == "RUNNING":
-                _record_requeue(ledger, settings, view, job, source=source)
-            continue
-        if job.is_final:
-            record_outcome(ledger, settings, view, classify_job(settings, job), job=job,
-                           source=source)
-        elif job.state == "RUNNING" and view.status == "submitted":
-            ledger.record_start(view.number, job.job_id, nodes=job.nodes,
-                                requeue_count=job.requeues,
-                                progress=read_progress(settings.run_dir))
-    return ledger.state(), jobs
+    return apply_job_states(ledger, settings, jobs, source=source, only=only), jobs
 
 
 def attempt_request(
@@ -219,8 +270,11 @@ def submit_attempt(
     decision: Decision,
     *,
     after: str | None = None,
-) -> str:
-    """Submit the decision's attempt exactly once (reserve, reconcile by tag, submit, record)."""
+) -> str | None:
+    """Submit the decision's attempt exactly once (reserve and claim, reconcile by tag, submit,
+    record; the lock is never held across the scheduler call). Returns its job id, or None when
+    another process is submitting it right now. A job that lands after the run ended (a cancel
+    or stop came in while sbatch ran) is cancelled again and recorded as withdrawn."""
     assert decision.action == "submit" and decision.attempt is not None
     number = decision.attempt
 
@@ -228,22 +282,42 @@ def submit_attempt(
         return scheduler.submit(attempt_request(settings, number, tag,
                                                 exclude=decision.exclude_nodes, after=after))
 
-    return ledger.submit_attempt(number, submit, scheduler.find)
+    job_id = ledger.submit_attempt(number, submit, scheduler.find)
+    if job_id is not None and ledger.state().run_status != "running":
+        withdraw_leftovers(ledger, scheduler, "the run ended while it was being submitted")
+    return job_id
+
+
+def withdraw_leftovers(ledger: Ledger, scheduler: Scheduler, reason: str) -> RunState:
+    """Cancel the attempts of an ended run that never started (pre-scheduled successors, and
+    reservations whose submission may have gone through: their tag is looked up) and record
+    them as withdrawn. Running attempts are left to end (and be recorded) by themselves."""
+    state = ledger.state()
+    now = time.time()
+    for view in state.attempts:
+        if view.status == "reserved":
+            if view.claimed(now):
+                continue  # being submitted right now: its submitter withdraws it (above)
+            job_ids = list(scheduler.find(view.tag))
+        elif view.status == "submitted" and view.job_id:
+            job_ids = [view.job_id]
+        else:
+            continue
+        for job_id in job_ids:
+            scheduler.cancel(job_id)
+        ledger.record_end(view.number, outcome=Outcome.CANCELLED,
+                          job_id=job_ids[0] if job_ids else None, source="chain",
+                          reason=f"withdrawn before it started: {reason}"
+                          + ("" if job_ids else " (never submitted)"))
+    return ledger.state()
 
 
 def stop_run(ledger: Ledger, scheduler: Scheduler, decision: Decision) -> RunState:
     """Record the run's end first (so a successor starting now skips its launch), then cancel
-    the pre-scheduled successors and record them as withdrawn."""
+    the attempts that never started and record them as withdrawn. Safe to repeat."""
     assert decision.run_status is not None and decision.run_status != "running"
-    state = ledger.record_run_end(decision.run_status, decision.reason)
-    for job_id in decision.cancel:
-        scheduler.cancel(job_id)
-        for view in state.attempts:
-            if view.job_id == job_id and view.status == "submitted":
-                ledger.record_end(view.number, outcome=Outcome.CANCELLED, job_id=job_id,
-                                  reason=f"withdrawn before it started: {decision.reason}",
-                                  source="chain")
-    return ledger.state()
+    ledger.record_run_end(decision.run_status, decision.reason)
+    return withdraw_leftovers(ledger, scheduler, decision.reason)
 
 
 def signal_name(number: int | None) -> str:
@@ -257,13 +331,17 @@ def signal_name(number: int | None) -> str:
 
 
 __all__ = [
+    "apply_job_states",
     "attempt_request",
     "classify_exit",
     "classify_job",
+    "end_evidence",
     "launcher_event_nodes",
     "make_scheduler",
+    "query_scheduler",
     "record_outcome",
     "stop_run",
     "submit_attempt",
     "sync_with_scheduler",
+    "withdraw_leftovers",
 ]

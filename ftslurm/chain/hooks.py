@@ -1,19 +1,29 @@
 """What the attempt's script calls as it starts and as it ends (`ftslurm chain-start` and
 `ftslurm chain-end`): the self-chaining half of the chain.
 
-chain-start: bring earlier attempts' records up to date (a predecessor killed before it could
-record its end is completed from the scheduler), record this attempt's start (a requeued job
-records the end of its earlier run first), and then either run (exit 0; in self-chaining mode
-after pre-scheduling the successor with `afterany:<this job>`) or skip the launch (exit
-`SKIP_LAUNCH`) when the run is already finished, failed or cancelled.
+The invariant they keep: while a self-chaining run is not over, an attempt is running or one is
+queued, whatever kills a job and whenever. `ftslurm submit` queues the first attempt; each
+attempt's chain-start keeps QUEUE_DEPTH attempts queued behind the running one (`afterany` on
+every job before it), so a job killed at any moment, even before its own chain-start ran, still
+leaves a successor queued; that successor completes the dead job's record from the scheduler.
 
-chain-end: classify the launch's exit status with the flag file, record it (with blamed nodes),
-and then stop the run and withdraw the successor, keep blamed nodes off the successor, or submit
-the successor if none was pre-scheduled. An end classified *provisionally* (the launch died of a
-signal: time limit, preemption or cancel look alike from inside) decides nothing: the successor
-or the loop completes it from the scheduler's final state.
+chain-start runs first in the script, before anything that can fail. It confirms the job against
+the ledger (the job is an attempt of this run, not withdrawn, no earlier attempt still running in
+the scheduler), records the start, and returns 0 (launch), SKIP_LAUNCH (the run is over, or this
+job may not train: the script exits 0 without launching), or fails (the ledger cannot confirm the
+job: the script exits without launching). A scheduler error never stops a confirmed attempt from
+training: pre-scheduling is retried by chain-end, `ftslurm watch` and flagged by `status`.
 
-In loop mode (`ftslurm submit --watch`, the local backend) the hooks only record; the loop submits.
+chain-end runs from the script's EXIT trap, so a failing setup line, a failing launch or a
+SIGTERM all reach it (only SIGKILL does not; the queued successor covers that). It classifies the
+launch's exit status with the flag file, records it, and stops the run (withdrawing the queued
+attempts), keeps blamed nodes off the queued attempts, or submits a successor when none is queued.
+An end classified *provisionally* (the launch died of a signal: time limit, preemption or cancel
+look alike from inside) only makes sure a successor is queued; the successor or the loop
+completes the record from the scheduler's final state.
+
+No lock is held across a scheduler call or a wait (ftslurm.chain.actions). In loop mode
+(`ftslurm submit --watch`, the local backend) the hooks only confirm and record; the loop submits.
 """
 
 from __future__ import annotations
@@ -22,8 +32,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ftslurm import env_vars, exit_codes
 from ftslurm.chain.actions import (
@@ -40,7 +51,7 @@ from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import decide, exclusions
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.errors import UsageError
+from ftslurm.errors import FtslurmError, UsageError
 from ftslurm.hostlist import expand_hostlist
 from ftslurm.scheduler import Scheduler
 
@@ -50,6 +61,10 @@ log = logging.getLogger(__name__)
 SKIP_LAUNCH = exit_codes.SKIP_LAUNCH
 #: How long chain-start waits for the scheduler to report a predecessor's final state.
 PREDECESSOR_WAIT_S = 60.0
+#: Attempts kept queued behind the running one. Two: a job killed at any moment, even before its
+#: own chain-start queued anything, still leaves one queued.
+QUEUE_DEPTH = 2
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,23 +100,30 @@ class JobContext:
         )
 
 
-def _settle_predecessors(ledger: Ledger, settings: ChainSettings, scheduler: Scheduler,
-                         ctx: JobContext, state: RunState) -> RunState:
-    """Complete the records of earlier attempts (they have ended: afterany), waiting up to
-    PREDECESSOR_WAIT_S for the scheduler to report them final."""
+def _settle_predecessors(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler,
+                         ctx: JobContext, state: RunState) -> tuple[RunState, list[AttemptView]]:
+    """Complete the records of earlier attempts from the scheduler, waiting up to
+    PREDECESSOR_WAIT_S for those it still reports active (accounting lags behind `afterany`).
+    Returns the state and the earlier attempts the scheduler still reports active. A scheduler
+    that does not answer leaves the ledger as it is: the `afterany` dependency is trusted."""
     deadline = time.monotonic() + PREDECESSOR_WAIT_S
     while True:
         earlier = [a.number for a in state.attempts
                    if a.number < ctx.attempt and (a.in_flight or a.provisional)]
         if not earlier:
-            return state
-        state, _ = sync_with_scheduler(ledger, settings, scheduler, state, source="successor",
-                                       only=earlier)
-        if time.monotonic() >= deadline:
-            log.warning("attempt(s) %s still not final in the scheduler; going on", earlier)
-            return state
-        if any(a.number in earlier and (a.in_flight or a.provisional) for a in state.attempts):
-            time.sleep(2.0)  # polling the scheduler; the deadline above bounds it
+            return state, []
+        try:
+            state, jobs = sync_with_scheduler(ledger, settings, scheduler, state,
+                                              source="successor", only=earlier)
+        except FtslurmError as error:
+            print(f"ftslurm: the scheduler did not answer ({error}); trusting the dependency "
+                  "on the earlier attempts", flush=True)
+            return state, []
+        active = [a for a in state.attempts if a.number in earlier and a.job_id in jobs
+                  and not jobs[a.job_id].is_final]
+        if not active or time.monotonic() >= deadline:
+            return state, active
+        time.sleep(2.0)  # polling the scheduler; the deadline above bounds it
 
 
 def _open_run(ctx: JobContext, scheduler: Scheduler | None
@@ -122,69 +144,115 @@ def _attempt_in(state: RunState, ctx: JobContext) -> AttemptView:
     return view
 
 
+def _not_launched(ledger: Ledger, ctx: JobContext, outcome: Outcome, reason: str) -> int:
+    ledger.record_end(ctx.attempt, outcome=outcome, job_id=ctx.job_id, source="job",
+                      reason=f"not launched: {reason}", exit_code=0)
+    print(f"ftslurm: attempt {ctx.attempt} not launched: {reason}", flush=True)
+    return SKIP_LAUNCH
+
+
 def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None) -> int:
-    """The start hook; returns 0 (launch) or SKIP_LAUNCH."""
+    """The start hook; returns 0 (launch) or SKIP_LAUNCH. Raises when the ledger cannot confirm
+    that this job is the run's current attempt (the script then does not launch)."""
     settings, ledger, scheduler = _open_run(ctx, scheduler)
-    with ledger.locked():
+    view = _attempt_in(ledger.state(), ctx)
+    if view.status == "ended" and ctx.requeue_count <= view.requeue_count:
+        return _not_launched(ledger, ctx, Outcome.CANCELLED,
+                             f"the chain withdrew this job ({view.reason})")
+    state = ledger.state()
+    blamed_before = set(state.blamed_nodes)
+    state, active = _settle_predecessors(settings, ledger, scheduler, ctx, state)
+    if active:  # never two attempts training at once
+        busy = ", ".join(f"attempt {a.number} (job {a.job_id})" for a in active)
+        return _not_launched(ledger, ctx, Outcome.STOPPED,
+                             f"{busy} still active in the scheduler")
+    view = _attempt_in(state, ctx)
+    if view.status == "running" and ctx.requeue_count > view.requeue_count:
+        ledger.record_end(ctx.attempt, outcome=Outcome.PREEMPTED, job_id=ctx.job_id,
+                          reason=f"requeued by the scheduler (restart {ctx.requeue_count})",
+                          source="requeue", progress=read_progress(ctx.run_dir))
+    if view.status != "running" or ctx.requeue_count > view.requeue_count:
+        view = ledger.record_start(ctx.attempt, ctx.job_id, nodes=ctx.nodes,
+                                   requeue_count=ctx.requeue_count,
+                                   progress=read_progress(ctx.run_dir))
+        if view.status == "ended":  # withdrawn while we settled the predecessors
+            return _not_launched(ledger, ctx, Outcome.CANCELLED,
+                                 f"the chain withdrew this job ({view.reason})")
+    flag = settings.flag_exists()
+    ahead = decide(ledger.state(), settings.config, flag_exists=flag, ahead_of=ctx.attempt)
+    if ahead.action == "stop":
+        # The run is over (finished before we ran, out of budget, cancelled): don't launch.
+        code = _not_launched(ledger, ctx, Outcome.FINISHED if flag else Outcome.CANCELLED,
+                             ahead.reason)
+        _tolerant(stop_run, ledger, scheduler, ahead, what="withdraw the queued attempts")
+        return code
+    if settings.mode == "self":
         state = ledger.state()
-        _attempt_in(state, ctx)
-        state = _settle_predecessors(ledger, settings, scheduler, ctx, state)
-        view = state.attempt(ctx.attempt)
-        assert view is not None
-        if view.status == "running" and ctx.requeue_count > view.requeue_count:
-            ledger.record_end(ctx.attempt, outcome=Outcome.PREEMPTED, job_id=ctx.job_id,
-                              reason=f"requeued by the scheduler (restart {ctx.requeue_count})",
-                              source="requeue", progress=read_progress(ctx.run_dir))
-        if view.status != "running" or ctx.requeue_count > view.requeue_count:
-            ledger.record_start(ctx.attempt, ctx.job_id, nodes=ctx.nodes,
-                                requeue_count=ctx.requeue_count,
-                                progress=read_progress(ctx.run_dir))
-        state = ledger.state()
-        flag = settings.flag_exists()
-        ahead = decide(state, settings.config, flag_exists=flag, ahead_of=ctx.attempt)
-        if ahead.action == "stop":
-            # The run is over (finished before we ran, out of budget, cancelled): don't launch.
-            if state.run_status == "running":
-                stop_run(ledger, scheduler, ahead)
-            outcome = Outcome.FINISHED if flag else Outcome.CANCELLED
-            ledger.record_end(ctx.attempt, outcome=outcome, job_id=ctx.job_id, source="job",
-                              reason=f"not launched: {ahead.reason}", exit_code=0)
-            print(f"ftslurm: attempt {ctx.attempt} not launched: {ahead.reason}", flush=True)
-            return SKIP_LAUNCH
-        if ahead.action == "submit" and settings.mode == "self":
-            try:
-                job = submit_attempt(ledger, settings, scheduler, ahead, after=ctx.job_id)
-                print(f"ftslurm: attempt {ahead.attempt} pre-scheduled as job {job} "
-                      f"({ahead.reason})", flush=True)
-            except Exception as error:  # the training matters more; chain-end retries
-                print(f"ftslurm: could not pre-schedule the next attempt: {error}", flush=True)
+        if set(state.blamed_nodes) - blamed_before:  # a predecessor's record blamed a node
+            _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
+        ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id)
     print(f"ftslurm: attempt {ctx.attempt} (job {ctx.job_id}) starts", flush=True)
     return 0
+
+
+def ensure_queue(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler, *,
+                 behind: int, job_id: str, depth: int = QUEUE_DEPTH) -> None:
+    """Keep `depth` attempts queued behind attempt `behind` (job `job_id`), each with `afterany`
+    on every job in flight before it. A scheduler error is printed, not raised: chain-end, the
+    watch loop and `status` see a short queue and repair it."""
+    for _ in range(depth):
+        state = ledger.state()
+        decision = decide(state, settings.config, flag_exists=settings.flag_exists(),
+                          ahead_of=behind, queue_depth=depth)
+        if decision.action != "submit" or decision.attempt is None:
+            return
+        before = [a.job_id for a in state.attempts if a.job_id and a.in_flight
+                  and behind < a.number < decision.attempt]
+        after = ":".join(dict.fromkeys([job_id, *before]))
+        job = _tolerant(submit_attempt, ledger, settings, scheduler, decision, after=after,
+                        what=f"queue attempt {decision.attempt}")
+        if job is None:
+            return
+        print(f"ftslurm: attempt {decision.attempt} queued as job {job} (after job(s) "
+              f"{after.replace(':', ', ')})", flush=True)
+
+
+def _tolerant(action: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T | None:
+    """Run a chain action whose failure must not stop the training or the hook: print it."""
+    try:
+        return action(*args, **kwargs)
+    except FtslurmError as error:
+        print(f"ftslurm: could not {what}: {error}", flush=True)
+        return None
 
 
 def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
               scheduler: Scheduler | None = None) -> int:
     """The end hook: record the outcome and continue or stop the chain. Returns 0."""
     settings, ledger, scheduler = _open_run(ctx, scheduler)
-    with ledger.locked():
-        view = _attempt_in(ledger.state(), ctx)
-        status = launch_status(ctx.run_dir, ctx.attempt, status)
-        result = classify_exit(settings, status, warned=warned)
-        record_outcome(ledger, settings, view, result, exit_code=status, source="job")
-        state = ledger.state()
-        print(f"ftslurm: attempt {ctx.attempt} ended: {result.outcome.value} ({result.reason})",
-              flush=True)
-        if result.provisional or settings.mode != "self":
-            return 0
-        decision = decide(state, settings.config, flag_exists=settings.flag_exists())
-        if decision.action == "stop":
-            stop_run(ledger, scheduler, decision)
-            print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)
-        elif decision.action == "submit":  # no successor was pre-scheduled: submit it now
-            job = submit_attempt(ledger, settings, scheduler, decision, after=ctx.job_id)
+    view = _attempt_in(ledger.state(), ctx)
+    status = launch_status(ctx.run_dir, ctx.attempt, status)
+    result = classify_exit(settings, status, warned=warned)
+    record_outcome(ledger, settings, view, result, exit_code=status, source="job")
+    print(f"ftslurm: attempt {ctx.attempt} ended: {result.outcome.value} ({result.reason})",
+          flush=True)
+    if settings.mode != "self":
+        return 0
+    if result.provisional:  # the scheduler's final state decides; a successor must be queued
+        ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id)
+        return 0
+    state = ledger.state()
+    decision = decide(state, settings.config, flag_exists=settings.flag_exists())
+    if decision.action == "stop":
+        _tolerant(stop_run, ledger, scheduler, decision, what="withdraw the queued attempts")
+        print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)
+    elif decision.action == "submit":  # nothing is queued: submit the successor now
+        job = _tolerant(submit_attempt, ledger, settings, scheduler, decision,
+                        after=ctx.job_id, what=f"submit attempt {decision.attempt}")
+        if job is not None:
             print(f"ftslurm: attempt {decision.attempt} submitted as job {job}", flush=True)
-        else:
-            _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
+    else:
+        _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
     return 0
 
 
@@ -202,4 +270,5 @@ def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequenc
                 print(f"ftslurm: could not exclude {', '.join(nodes)}: {error}", flush=True)
 
 
-__all__ = ["PREDECESSOR_WAIT_S", "SKIP_LAUNCH", "JobContext", "chain_end", "chain_start"]
+__all__ = ["PREDECESSOR_WAIT_S", "QUEUE_DEPTH", "SKIP_LAUNCH", "JobContext", "chain_end",
+           "chain_start", "ensure_queue"]

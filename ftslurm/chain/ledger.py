@@ -7,10 +7,16 @@ rename it over the ledger, fsync the directory. A crash leaves either the old or
 a torn one, and the rename is atomic on the shared file systems run dirs live on (O_APPEND is not
 atomic across NFS clients, which is why this is not a JSON-lines file). See docs/autoresume.md.
 
-Submitting is two records: an `intent` (the attempt number is reserved) before the scheduler is
-asked, then `submitted` with the job id. A watcher killed between the two finds the intent when it
-restarts and looks the attempt's tag up in the scheduler instead of submitting it again
-(`Ledger.submit_attempt`).
+Submitting is three records: an `intent` (the attempt number is reserved) and a `claim` (who
+submits it, until when) under the lock; then, with the lock released, the scheduler call; then
+`submitted` with the job id (or `submit_failed`) under the lock again. No lock is ever held across
+a scheduler call. A watcher killed between the records leaves an intent without a job id: once its
+claim has expired, whoever comes next looks the attempt's tag up in the scheduler instead of
+submitting it again (`Ledger.submit_attempt`).
+
+Reading needs no lock: every write replaces the file by an atomic rename, so a reader sees the old
+or the new ledger, never half of one. That is what lets a teammate who cannot take the lock (a
+read-only run dir, another user's lock file) still read the run.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,18 +34,28 @@ from typing import Any
 
 import filelock
 
+from ftslurm import exit_codes
 from ftslurm.atomic import write_atomic, write_json_atomic
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.runstate import AttemptView, LedgerError, RunState, RunStatus, fold
+
+
+class LedgerLockError(LedgerError):
+    """The ledger or its lock file cannot be opened (permissions, not a file): exit code 3, like
+    the other errors of the machinery around the run rather than of the user's input."""
+
+    exit_code = exit_codes.SLURM_ERROR
 
 __all__ = [
     "FORMAT",
     "LEDGER_FILE",
     "PROGRESS_FILE",
+    "SUBMIT_CLAIM_S",
     "VERSION",
     "AttemptView",
     "Ledger",
     "LedgerError",
+    "LedgerLockError",
     "RunState",
     "fingerprint",
     "read_progress",
@@ -46,11 +63,19 @@ __all__ = [
 ]
 
 FORMAT = "ftslurm.ledger"
-VERSION = 1
+VERSION = 2
 LEDGER_FILE = "ledger.json"
 #: The progress marker: the workload (or launcher) writes its step number here, or touches it.
 PROGRESS_FILE = "progress"
 _MOVE_ASIDE = "move the run directory (or the file) aside and start a new run"
+#: How long a claim to submit an attempt holds: longer than any sbatch call with its retries
+#: (ftslurm.slurm: 60 s timeout, never retried after a timeout).
+SUBMIT_CLAIM_S = 300.0
+
+
+def _owner() -> str:
+    """Who claims a submission: host and pid (for people reading the ledger)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def fingerprint(data: str | bytes) -> str:
@@ -104,16 +129,28 @@ class Ledger:
         """
         ledger = cls(run_dir)
         ledger.run_dir.mkdir(parents=True, exist_ok=True)
-        with ledger.locked():
-            if ledger.path.exists():
-                header, _ = ledger._read()
+        ledger.initialize(spec_fingerprint=spec_fingerprint, settings=settings, run_id=run_id)
+        return ledger
+
+    def initialize(
+        self,
+        *,
+        spec_fingerprint: str,
+        settings: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Write a new, empty ledger (under the lock; re-entrant); an existing one must belong to
+        the same job spec (`LedgerError` otherwise) and is left as it is."""
+        with self.locked():
+            if self.path.exists():
+                header, _ = self._read()
                 if header["spec_fingerprint"] != spec_fingerprint:
                     raise LedgerError(
-                        f"{ledger.path} belongs to another job spec "
+                        f"{self.path} belongs to another job spec "
                         f"({header['spec_fingerprint']}, not {spec_fingerprint})",
                         hint="use a new run directory for a changed job spec",
                     )
-                return ledger
+                return
             header = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -122,8 +159,7 @@ class Ledger:
                 "settings": dict(settings or {}),
                 "created_at": time.time(),
             }
-            ledger._write(header, [])
-        return ledger
+            self._write(header, [])
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str]) -> Ledger:
@@ -144,15 +180,22 @@ class Ledger:
                 f"{self._lock.lock_file} stayed locked for {self._lock.timeout:.0f} s",
                 hint="another ftslurm process holds it; check for a stuck watcher",
             ) from None
+        except OSError as error:  # unwritable, a directory, another user's file
+            raise LedgerLockError(
+                f"cannot lock the ledger: {self._lock.lock_file}: "
+                f"{error.strerror or error}",
+                hint="changing the run needs write access to the run directory and its lock "
+                     "file (fix the permissions, or remove a lock file that is not a plain "
+                     "file); `ftslurm status --no-sync` reads the run without it",
+            ) from None
         try:
             yield self
         finally:
             self._lock.release()
 
     def state(self) -> RunState:
-        """Fold the ledger into a `RunState` (under the lock, so never half a change)."""
-        with self.locked():
-            header, records = self._read()
+        """Fold the ledger into a `RunState`. No lock: writes are atomic renames."""
+        header, records = self._read()
         return fold(header, records)
 
     def _read(self) -> tuple[dict[str, Any], list[Any]]:
@@ -165,6 +208,10 @@ class Ledger:
             ) from None
         except UnicodeDecodeError:
             raise LedgerError(f"{self.path} is not text: corrupted", hint=_MOVE_ASIDE) from None
+        except OSError as error:
+            raise LedgerLockError(f"cannot read the ledger {self.path}: "
+                                  f"{error.strerror or error}",
+                                  hint="check the permissions of the run directory") from None
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as error:
@@ -243,30 +290,40 @@ class Ledger:
         attempt: int,
         submit: Callable[[str], str],
         find: Callable[[str], Sequence[str]],
-    ) -> str:
-        """Reserve `attempt`, submit it with `submit(tag) -> job_id`, record the job id; all under
-        the lock, so two watchers never both submit. An earlier reservation without a job id (its
-        watcher died) is reconciled with `find(tag) -> job ids` before anything is submitted."""
+        *,
+        claim_s: float = SUBMIT_CLAIM_S,
+    ) -> str | None:
+        """Submit `attempt` exactly once: reserve and claim it under the lock, call the scheduler
+        with the lock released, record the job id under the lock again.
+
+        `submit(tag) -> job id` submits; `find(tag) -> job ids` looks an earlier reservation's
+        tag up (its submitter died, or its sbatch failed in a way that may have gone through)
+        before anything is submitted again. Returns the attempt's job id, or None when another
+        process holds a live claim on it (it is being submitted right now).
+        """
         with self.locked():
             view, created = self.reserve(attempt)
             if view.job_id is not None:
                 return view.job_id
-            if not created:
-                found = list(find(view.tag))
-                if len(found) > 1:
-                    raise LedgerError(
-                        f"attempt {attempt} ({view.tag}) matches several jobs: {', '.join(found)}",
-                        hint="cancel the extra jobs by hand, then run the watcher again",
-                    )
-                if found:
-                    return self.record_submitted(attempt, found[0]).job_id or found[0]
-            try:
-                job_id = submit(view.tag)
-            except BaseException as error:
-                self.record_submit_failed(attempt, f"{type(error).__name__}: {error}")
-                raise
-            self.record_submitted(attempt, job_id)
-            return str(job_id)
+            now = time.time()
+            if not created and view.claimed(now):
+                return None
+            self._append("claim", attempt=attempt, owner=_owner(), until=now + claim_s)
+        if not created:
+            found = list(find(view.tag))
+            if len(found) > 1:
+                raise LedgerError(
+                    f"attempt {attempt} ({view.tag}) matches several jobs: {', '.join(found)}",
+                    hint="cancel the extra jobs by hand, then run the watcher again",
+                )
+            if found:
+                return self.record_submitted(attempt, found[0]).job_id or found[0]
+        try:
+            job_id = submit(view.tag)
+        except BaseException as error:
+            self.record_submit_failed(attempt, f"{type(error).__name__}: {error}")
+            raise
+        return self.record_submitted(attempt, job_id).job_id or str(job_id)
 
     def record_start(
         self,
@@ -277,9 +334,13 @@ class Ledger:
         requeue_count: int = 0,
         progress: int | None = None,
     ) -> AttemptView:
-        """The attempt's job started (again, when requeued: `requeue_count` > 0)."""
+        """The attempt's job started (again, when requeued: `requeue_count` > 0). An attempt
+        that already ended (withdrawn, or completed by another process) is reopened only by a
+        requeue, never by a late start record; its view is returned unchanged."""
         with self.locked():
             view = self._attempt(self.state(), attempt)
+            if view.status == "ended" and requeue_count <= view.requeue_count:
+                return view
             if view.job_id is not None and view.job_id != str(job_id):
                 raise LedgerError(f"attempt {attempt} is job {view.job_id}, not {job_id}")
             state = self._append(

@@ -22,8 +22,6 @@ set -euo pipefail
 # Environment of the job: ftslurm's variables, then the spec's `env:`.
 {{ environment }}
 
-{{ setup }}
-
 # The local backend sends the warning signal to this script before the time limit: stop the launch.
 launch_pids=()
 # shellcheck disable=SC2317  # (runs from the trap below)
@@ -35,6 +33,10 @@ warned=0  # the end hook tells a stop for the time limit from a failure
 trap 'warned=1; forward_stop' {{ warning_signal }}
 
 {{ chain_start }}
+
+{{ chain_end }}
+
+{{ setup }}
 
 $launch
 
@@ -48,12 +50,13 @@ for pid in "${launch_pids[@]}"; do
   if [ "$status" -eq 0 ]; then status=$rc; fi
 done
 
-{{ chain_end }}
 exit "$status"
 """
 
 _FT = """\
 # One fault-tolerant launcher; it starts {{ nproc_per_node }} rank(s) and restarts them in place.
+# --standalone: the rendezvous store listens on a port the kernel picks (localhost:0), so
+# concurrent local runs never share one (FTSLURM_RDZV_PORT is for `launcher: none`).
 {{ python }} -m ftslurm.cli launch --standalone \\
   --nnodes=1 --nproc-per-node={{ nproc_per_node }} \\
   --max-restarts={{ max_restarts }} --shutdown-timeout={{ stop_grace }} \\
@@ -64,6 +67,8 @@ launch_pids+=("$!")"""
 
 _TORCHRUN = """\
 # torchrun on this machine; it starts {{ nproc_per_node }} rank(s).
+# --standalone: the rendezvous store listens on a port the kernel picks (localhost:0), so
+# concurrent local runs never share one (FTSLURM_RDZV_PORT is for `launcher: none`).
 {{ python }} -m torch.distributed.run --standalone \\
   --nnodes=1 --nproc-per-node={{ nproc_per_node }} --max-restarts={{ max_restarts }} \\
   {{ launcher_args }} \\
@@ -72,7 +77,8 @@ launch_pids+=("$!")"""
 
 _NONE = """\
 # One process per rank, with torch.distributed's variables.
-export MASTER_ADDR=127.0.0.1 MASTER_PORT=$((20000 + FTSLURM_LOCAL_JOB_ID % 20000))
+# FTSLURM_RDZV_PORT: a port the local supervisor found free when this job started.
+export MASTER_ADDR=127.0.0.1 MASTER_PORT="${FTSLURM_RDZV_PORT:?set by the local supervisor}"
 export WORLD_SIZE={{ nproc_per_node }} LOCAL_WORLD_SIZE={{ nproc_per_node }} GROUP_RANK=0
 for ((rank = 0; rank < {{ nproc_per_node }}; rank++)); do
   RANK=$rank LOCAL_RANK=$rank {{ command }} &

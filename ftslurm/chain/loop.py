@@ -1,12 +1,14 @@
 """The login-node auto-resume loop (`ftslurm submit --watch`, `ftslurm watch RUN_DIR`, and the
 local backend).
 
-Each poll, under the ledger lock: ONE batched `Scheduler.states()` query for every attempt in
-flight, record what started or ended (classified by `policy.classify`), `policy.decide`, and
-submit the next attempt or stop the run. Polls back off (x1.5 up to a maximum) while nothing
-changes and return to the initial interval on any change. All state is in the run dir, so a
-watcher may be killed at any moment and started again, and two watchers on one run dir take turns
-on the lock: an attempt is never submitted twice (`Ledger.submit_attempt`).
+Each poll: ONE batched `Scheduler.states()` query for every attempt in flight, record what
+started or ended (classified by `policy.classify`), `policy.decide`, and submit the next attempt
+or stop the run; the ledger lock is held only while recording, never across a scheduler call.
+Polls back off (x1.5 up to a maximum) while nothing changes and return to the initial interval on
+any change. A scheduler that does not answer (a controller restart, maintenance) never ends the
+loop: the poll reports since when it is unreachable and the loop backs off and keeps polling. All
+state is in the run dir, so a watcher may be killed at any moment and started again, and two
+watchers on one run dir never submit an attempt twice (`Ledger.submit_attempt`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ftslurm.chain.policy import Decision, decide
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
 from ftslurm.scheduler import JobState, Scheduler
+from ftslurm.slurm import SlurmCommandError
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,17 @@ class WatchUpdate:
     submitted: str | None
     #: Something changed since the previous poll (a record, a job state).
     changed: bool
+    #: The scheduler's error when it did not answer this poll, and since when (epoch s) it has
+    #: not answered; None when it answered.
+    scheduler_error: str | None = None
+    unreachable_since: float | None = None
+
+
+def _has_leftovers(state: RunState) -> bool:
+    """An attempt that never started is still reserved or queued (to withdraw), or the run has
+    not recorded its end yet."""
+    return state.run_status == "running" or any(
+        a.status in ("reserved", "submitted") for a in state.attempts)
 
 
 def _signature(state: RunState, jobs: dict[str, JobState]) -> tuple[object, ...]:
@@ -80,12 +94,13 @@ class Watcher:
         self.backoff = backoff or Backoff.for_backend(self.settings.backend)
         self.on_update = on_update
         self._last: tuple[object, ...] | None = None
+        self._unreachable_since: float | None = None
 
     def poll_once(self) -> WatchUpdate:
-        """One poll: sync with the scheduler, decide, act; all under the ledger lock."""
-        submitted = None
-        with self.ledger.locked():
-            state = self.ledger.state()
+        """One poll: sync with the scheduler, decide, act (the lock only around records)."""
+        submitted, error = None, None
+        state, jobs = self.ledger.state(), {}
+        try:
             state, jobs = sync_with_scheduler(self.ledger, self.settings, self.scheduler, state,
                                               source="watch")
             decision = decide(state, self.settings.config,
@@ -93,12 +108,20 @@ class Watcher:
             if decision.action == "submit":
                 submitted = submit_attempt(self.ledger, self.settings, self.scheduler, decision)
                 state = self.ledger.state()
-            elif decision.action == "stop" and state.run_status == "running":
+            elif decision.action == "stop" and _has_leftovers(state):
                 state = stop_run(self.ledger, self.scheduler, decision)
+        except SlurmCommandError as failure:  # the scheduler did not answer: try again later
+            error = str(failure)
+            state = self.ledger.state()
+            decision = decide(state, self.settings.config,
+                              flag_exists=self.settings.flag_exists())
+        now = time.time()
+        self._unreachable_since = (self._unreachable_since or now) if error else None
         signature = _signature(state, jobs)
         changed = signature != self._last
         self._last = signature
-        update = WatchUpdate(state, jobs, decision, submitted, changed)
+        update = WatchUpdate(state, jobs, decision, submitted, changed, error,
+                             self._unreachable_since)
         if self.on_update is not None:
             self.on_update(update)
         return update
@@ -113,7 +136,8 @@ class Watcher:
             if state.run_status != "running" and not any(
                     a.in_flight or a.provisional for a in state.attempts):
                 return state
-            interval = self.backoff.next(interval, update.changed or update.submitted is not None)
+            changed = update.changed or update.submitted is not None
+            interval = self.backoff.next(interval, changed and not update.scheduler_error)
             time.sleep(interval)  # the poll interval (with backoff), not a synchronization
 
 

@@ -214,11 +214,13 @@ def decide(
     *,
     flag_exists: bool = False,
     ahead_of: int | None = None,
+    queue_depth: int = 1,
 ) -> Decision:
     """Continue or stop.
 
-    ahead_of: the running attempt that wants to pre-schedule its successor (self-chaining
-    scripts); it is treated as if it will end well, and the successor is the decision's attempt.
+    ahead_of: the running attempt that wants to pre-schedule its successors (self-chaining
+    scripts); it is treated as if it will end well, and the next successor is the decision's
+    attempt while fewer than `queue_depth` attempts are in flight behind it.
     """
     ahead = state.attempt(ahead_of) if ahead_of is not None else None
     others = tuple(  # submitted but not started: pre-scheduled successors
@@ -243,8 +245,11 @@ def decide(
         return stop("failed", f"attempt {last.number}: {last.reason}")
     if last is not None and last.outcome is Outcome.CANCELLED:
         return stop("cancelled", f"attempt {last.number} was cancelled ({last.reason})")
-    if state.consecutive_failures >= config.max_failures:
-        return stop("failed", f"{state.consecutive_failures} consecutive failed attempts "
+    failures = state.consecutive_failures
+    if ahead is not None and ahead.provisional and ahead.counted_failure:
+        failures -= 1  # its end is not known yet: treated as if it ended well
+    if failures >= config.max_failures:
+        return stop("failed", f"{failures} consecutive failed attempts "
                               f"(max_failures {config.max_failures})")
     pending = [a for a in state.in_flight if ahead is None or a.number != ahead.number]
     unsubmitted = [a for a in pending if a.status == "reserved"]
@@ -252,12 +257,13 @@ def decide(
         number = unsubmitted[0].number
         return Decision("submit", f"attempt {number} was reserved but never submitted",
                         attempt=number, exclude_nodes=exclusions(state, config))
-    if pending:
+    if pending and (ahead is None or len(pending) >= queue_depth):
         numbers = ", ".join(str(a.number) for a in pending)
         return Decision("wait", f"attempt {numbers} is in flight")
     if len(current) >= config.max_attempts:
         if ahead is not None:
-            return Decision("wait", f"attempt {ahead.number} is the last one (max_attempts)")
+            return Decision("wait", f"attempt {current[-1].number} is the last one "
+                                    "(max_attempts)")
         return stop("failed", f"all {config.max_attempts} attempts used (max_attempts)")
     nodes = exclusions(state, config)
     reason = f"attempt {state.next_attempt}" + (f", excluding {', '.join(nodes)}" if nodes else "")

@@ -13,16 +13,17 @@ import os
 import shutil
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ftslurm.atomic import write_json_atomic
 from ftslurm.chain.ledger import LEDGER_FILE, Ledger, fingerprint
 from ftslurm.chain.local_script import render_local
 from ftslurm.chain.policy import ChainConfig
 from ftslurm.chain.runstate import RunState
-from ftslurm.chain.settings import Backend, ChainSettings, Mode
+from ftslurm.chain.settings import CHAIN_FILE, Backend, ChainSettings, Mode
 from ftslurm.errors import UsageError
-from ftslurm.render import prepare_run_dir, render, write_atomic
+from ftslurm.render import ft_config_text, render, write_atomic
 from ftslurm.spec import JobSpec, load_spec
 
 #: The copy of the job spec kept in the run dir (for people; paths in it are relative to the
@@ -116,22 +117,35 @@ def check_reuse(prepared: PreparedRun, *, resume: bool) -> None:
 
 
 def write_run(prepared: PreparedRun, *, resume: bool) -> Ledger:
-    """Write the run dir and create (or resume) its ledger."""
-    spec, settings = prepared.spec, prepared.settings
-    run_dir = Path(settings.run_dir)
+    """Write the run dir and create (or resume) its ledger, all under the ledger lock and after
+    checking the run dir again under it: of two `ftslurm submit`s racing for one run dir, the
+    second finds the first's ledger and is refused (UsageError, exit 2, naming the run dir)
+    before it writes anything. The ledger is written last, so a submit killed half-way leaves no
+    ledger and the next submit starts afresh."""
+    run_dir = Path(prepared.settings.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    prepare_run_dir(spec)
-    write_atomic(run_dir / SPEC_COPY, prepared.spec_text)
-    write_atomic(Path(settings.script), prepared.script_text, mode=0o755)
-    settings.save()
-    if prepared.existing is None:
-        return Ledger.create(run_dir, spec_fingerprint=prepared.spec_fingerprint,
-                             settings=settings.config.to_dict(),
-                             run_id=f"{spec.name}-{os.urandom(3).hex()}")
     ledger = Ledger(run_dir)
-    if resume:
-        ledger.record_resume(f"ftslurm submit --resume {spec.source}", prepared.spec_fingerprint)
+    with ledger.locked():
+        existing = ledger.state() if ledger.path.exists() else None
+        check_reuse(replace(prepared, existing=existing), resume=resume)
+        _write_files(prepared, run_dir)
+        if existing is None:
+            ledger.initialize(spec_fingerprint=prepared.spec_fingerprint,
+                              settings=prepared.settings.config.to_dict(),
+                              run_id=f"{prepared.spec.name}-{os.urandom(3).hex()}")
+        elif resume:
+            ledger.record_resume(f"ftslurm submit --resume {prepared.spec.source}",
+                                 prepared.spec_fingerprint)
     return ledger
+
+
+def _write_files(prepared: PreparedRun, root: Path) -> None:
+    """The run dir's files other than the ledger."""
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    write_atomic(root / "ft_config.yaml", ft_config_text(prepared.spec))
+    write_atomic(root / SPEC_COPY, prepared.spec_text)
+    write_atomic(root / Path(prepared.settings.script).name, prepared.script_text, mode=0o755)
+    write_json_atomic(root / CHAIN_FILE, prepared.settings.to_json(), sync_dir=True)
 
 
 __all__ = ["PreparedRun", "check_reuse", "prepare_run", "resolve_backend", "write_run"]

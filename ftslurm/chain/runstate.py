@@ -8,6 +8,8 @@ corruption and raises `LedgerError` naming the record.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +30,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "intent": ("attempt", "tag"),
     "submitted": ("attempt", "job_id"),
     "submit_failed": ("attempt", "error"),
+    "claim": ("attempt", "owner", "until"),
     "started": ("attempt", "job_id", "nodes", "requeue_count", "progress"),
     "ended": ("attempt", "job_id", "outcome", "reason", "exit_code", "signal",
               "scheduler_state", "progress", "blamed_nodes", "source", "provisional"),
@@ -65,6 +68,10 @@ class AttemptView:
     #: True when the end was recorded without the scheduler's final state and may be completed.
     provisional: bool = False
     submit_error: str | None = None
+    #: Who is submitting this reserved attempt right now, and until when (epoch s) the claim
+    #: holds: nobody else reconciles or submits it before then (`Ledger.submit_attempt`).
+    claim_owner: str | None = None
+    claim_until: float | None = None
     progress_before: int | None = None
     progress_after: int | None = None
     progressed: bool | None = None
@@ -77,6 +84,22 @@ class AttemptView:
     def in_flight(self) -> bool:
         """Reserved, submitted or running: not ended."""
         return self.status in ("reserved", "submitted", "running")
+
+    def claimed(self, now: float) -> bool:
+        """Somebody is submitting this reserved attempt right now: its claim has not expired and
+        its owner (`host:pid`) is not a process of this host that is gone."""
+        if self.claim_until is None or self.claim_until <= now or not self.claim_owner:
+            return False
+        host, _, pid = self.claim_owner.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return True  # another host's process: trust the claim until it expires
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        return True
 
 
 @dataclass(frozen=True)
@@ -154,9 +177,13 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
     replace = dataclasses.replace
     if kind == "submitted":
         status = "submitted" if view.status == "reserved" else view.status
-        views[number] = replace(view, job_id=rec["job_id"], submitted_at=at, status=status)
-    elif kind == "submit_failed":
-        views[number] = replace(view, submit_error=rec["error"])  # still reserved: retried
+        views[number] = replace(view, job_id=rec["job_id"], submitted_at=at, status=status,
+                                claim_owner=None, claim_until=None)
+    elif kind == "submit_failed":  # still reserved: retried, by anybody
+        views[number] = replace(view, submit_error=rec["error"], claim_owner=None,
+                                claim_until=None)
+    elif kind == "claim":
+        views[number] = replace(view, claim_owner=rec["owner"], claim_until=rec["until"])
     elif kind == "started":
         # A requeued job starts again under the same attempt: its earlier end is cleared (and
         # its outcome kept in `requeued_outcomes`).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich.console import Console, Group
@@ -26,6 +27,49 @@ _OUTCOME_STYLE = {
 }
 _RUN_STYLE = {"running": "bold cyan", "finished": "bold green", "failed": "bold red",
               "cancelled": "bold yellow"}
+
+
+#: How long a watch-loop run may have nothing running or queued before `status` calls it stalled:
+#: the loop submits the next attempt at its next poll (at most a minute away).
+LOOP_STALL_GRACE_S = 120.0
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """How fresh the scheduler's side of a status is: `asked` False with --no-sync; `stale` when
+    the scheduler did not answer (the table is the run directory's view); `error` says why."""
+
+    asked: bool = True
+    stale: bool = False
+    error: str | None = None
+    unreachable_since: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `scheduler` object of `status --json`."""
+        return {"asked": self.asked, "stale": self.stale, "error": self.error,
+                "unreachable_since": self.unreachable_since}
+
+
+def stall(state: RunState, settings: ChainSettings, *, now: float | None = None
+          ) -> dict[str, Any] | None:
+    """A run that is not over with no attempt running or queued (and none being submitted) is
+    stalled: nothing will start it again. Returns since when and the command that repairs it,
+    or None."""
+    if state.run_status != "running":
+        return None
+    now = time.time() if now is None else now
+    for view in state.attempts:
+        if view.status in ("submitted", "running"):
+            return None
+        if view.status == "reserved" and view.claimed(now):
+            return None  # being submitted right now
+    times = [t for a in state.attempts for t in (a.ended_at, a.reserved_at) if t]
+    since = max(times, default=state.created_at)
+    if settings.mode == "loop" and now - since < LOOP_STALL_GRACE_S:
+        return None  # the loop submits at its next poll
+    repair = (f"ftslurm watch --once {settings.run_dir}" if settings.mode == "self"
+              else f"ftslurm watch {settings.run_dir}")
+    return {"since": since, "repair": repair}
 
 
 def _clock(at: float | None) -> str:
@@ -75,13 +119,17 @@ def attempt_rows(state: RunState, settings: ChainSettings,
             "requeued_outcomes": list(view.requeued_outcomes),
             "blamed_nodes": list(view.blamed_nodes),
             "withdrawn": view.status == "ended" and started is None,
+            "pending_reason": job.reason if job is not None and job.state == "PENDING"
+            and job.reason not in (None, "", "None") else None,
         })
     return rows
 
 
 def status_data(state: RunState, settings: ChainSettings,
-                jobs: Mapping[str, JobState] | None = None) -> dict[str, Any]:
+                jobs: Mapping[str, JobState] | None = None, *,
+                scheduler: SchedulerView | None = None) -> dict[str, Any]:
     """The whole status as JSON-ready data."""
+    scheduler = scheduler or SchedulerView()
     return {
         "run_dir": settings.run_dir,
         "run_id": state.run_id,
@@ -101,6 +149,8 @@ def status_data(state: RunState, settings: ChainSettings,
         if settings.backend == "slurm" else [],
         "blamed_nodes": list(state.blamed_nodes),
         "last_progress": state.last_progress,
+        "stalled": None if scheduler.stale else stall(state, settings),
+        "scheduler": scheduler.to_json(),
         "attempts": attempt_rows(state, settings, jobs),
     }
 
@@ -119,6 +169,8 @@ def _row_cells(row: dict[str, Any]) -> list[Text]:
         code += f" ({signal_name(row['signal'])})"
     counted = "yes" if row["counted_failure"] else ("no" if row["outcome"] else "-")
     reason = row["reason"] or "-"
+    if row["pending_reason"]:
+        reason = f"pending: {row['pending_reason']}"
     if row["blamed_nodes"]:
         reason += f" [blamed {', '.join(row['blamed_nodes'])}]"
     cells = [str(row["attempt"]), row["job_id"] or "-", ",".join(row["nodes"]) or "-",
@@ -141,6 +193,16 @@ def status_table(data: dict[str, Any]) -> Group:
         + (f", excluding {', '.join(data['excluded_nodes'])}" if data["excluded_nodes"] else "")
         + (", finished flag present" if data["flag_exists"] else ""),
     )
+    scheduler, stalled = data["scheduler"], data["stalled"]
+    if scheduler["stale"] or scheduler["error"]:
+        summary.append(f"\nscheduler view stale: {scheduler['error']} (shown from the run "
+                       "directory)", style="yellow")
+    if scheduler["unreachable_since"]:
+        summary.append(f"\nscheduler unreachable since {_clock(scheduler['unreachable_since'])}",
+                       style="yellow")
+    if stalled:
+        summary.append(f"\nSTALLED: nothing running or queued since {_clock(stalled['since'])}; "
+                       f"repair: {stalled['repair']}", style="bold red")
     table = Table(show_lines=False, header_style="bold")
     for name, justify in (("#", "right"), ("job", "left"), ("nodes", "left"),
                           ("start", "left"), ("took", "right"), ("outcome", "left"),
@@ -162,6 +224,11 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     console.print(status_table(data))
 
 
+def _scheduler_view(update: WatchUpdate) -> SchedulerView:
+    return SchedulerView(stale=update.scheduler_error is not None, error=update.scheduler_error,
+                         unreachable_since=update.unreachable_since)
+
+
 class LiveView:
     """`ftslurm watch` on a terminal: the status table, refreshed at every poll."""
 
@@ -181,7 +248,8 @@ class LiveView:
         """Redraw after a poll."""
         if update.submitted or update.changed:
             self.last_event = f"{time.strftime('%H:%M:%S')} {update.decision.reason}"
-        data = status_data(update.state, self.settings, update.jobs)
+        data = status_data(update.state, self.settings, update.jobs,
+                           scheduler=_scheduler_view(update))
         footer = Text(f"last event: {self.last_event}", style="dim")
         self.live.update(Group(status_table(data), footer), refresh=True)
 
@@ -194,6 +262,7 @@ class PlainReporter:
         self.stream = stream
         self._seen: dict[int, tuple[object, ...]] = {}
         self._run: str | None = None
+        self._unreachable = False
 
     def __call__(self, update: WatchUpdate) -> None:
         """Print what changed since the previous poll."""
@@ -207,11 +276,17 @@ class PlainReporter:
             detail = f" ({row['reason']})" if row["outcome"] and row["reason"] else ""
             print(f"{stamp} attempt {row['attempt']} job {row['job_id'] or '-'}: {what}{detail}"
                   f"; failures left {row['failures_left']}", file=self.stream, flush=True)
+        unreachable = update.unreachable_since is not None
+        if unreachable != self._unreachable:
+            self._unreachable = unreachable
+            what = (f"scheduler unreachable since {_clock(update.unreachable_since)}: "
+                    f"{update.scheduler_error}" if unreachable else "scheduler answers again")
+            print(f"{stamp} {what}", file=self.stream, flush=True)
         if update.state.run_status != self._run:
             self._run = update.state.run_status
             reason = update.state.end_reason or update.decision.reason
             print(f"{stamp} run {self._run}: {reason}", file=self.stream, flush=True)
 
 
-__all__ = ["LiveView", "PlainReporter", "attempt_rows", "print_status", "status_data",
-           "status_table"]
+__all__ = ["LiveView", "PlainReporter", "SchedulerView", "attempt_rows", "print_status", "stall",
+           "status_data", "status_table"]

@@ -6,25 +6,44 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from ftslurm import exit_codes
 from ftslurm.chain import hooks
-from ftslurm.chain.actions import make_scheduler, stop_run, submit_attempt, sync_with_scheduler
-from ftslurm.chain.ledger import Ledger
+from ftslurm.chain.actions import (
+    apply_job_states,
+    make_scheduler,
+    query_scheduler,
+    stop_run,
+    submit_attempt,
+    sync_with_scheduler,
+    withdraw_leftovers,
+)
+from ftslurm.chain.ledger import Ledger, LedgerLockError
 from ftslurm.chain.loop import Watcher
 from ftslurm.chain.policy import decide
 from ftslurm.chain.run import check_reuse, prepare_run, write_run
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.chain.view import LiveView, PlainReporter, print_status, status_data
+from ftslurm.chain.view import (
+    LiveView,
+    PlainReporter,
+    SchedulerView,
+    print_status,
+    status_data,
+)
 from ftslurm.errors import FtslurmError, UsageError
+from ftslurm.scheduler import JobState
 
 #: How long `ftslurm cancel` waits for cancelled jobs to be reported ended.
 CANCEL_WAIT_S = 180.0
+#: How long `ftslurm status` waits for the scheduler before answering from the run directory.
+SYNC_TIMEOUT_S = 1.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--no-sync", action="store_true",
                         help="show the ledger only; do not ask the scheduler")
+    status.add_argument("--sync-timeout", type=float, default=SYNC_TIMEOUT_S, metavar="S",
+                        help="wait at most S seconds for the scheduler, then show the run "
+                             "directory's view and say it is stale (default: %(default)s)")
     status.set_defaults(handler=run_status)
 
     cancel = subparsers.add_parser("cancel", help="cancel a run (its running and queued jobs)")
@@ -126,20 +148,23 @@ def run_submit(args: argparse.Namespace) -> int:
         return exit_codes.OK
     ledger = write_run(prepared, resume=args.resume)
     scheduler = make_scheduler(settings, since=time.time() - 3600)
-    with ledger.locked():
-        state = ledger.state()
-        decision = decide(state, settings.config, flag_exists=settings.flag_exists())
-        print(f"run dir: {settings.run_dir}", flush=True)
-        if decision.action == "stop":
-            state = stop_run(ledger, scheduler, decision)
-            print(f"nothing submitted: the run is {state.run_status} ({decision.reason})")
-            return _exit_code(state)
-        if decision.action == "submit":
-            job = submit_attempt(ledger, settings, scheduler, decision)
-            print(f"attempt {decision.attempt}: job {job} ({settings.backend}, {how})",
-                  flush=True)
-        else:
-            print(f"nothing submitted: {decision.reason}", flush=True)
+    state = ledger.state()
+    decision = decide(state, settings.config, flag_exists=settings.flag_exists())
+    print(f"run dir: {settings.run_dir}", flush=True)
+    if decision.action == "stop":
+        state = stop_run(ledger, scheduler, decision)
+        print(f"nothing submitted: the run is {state.run_status} ({decision.reason})")
+        return _exit_code(state)
+    if decision.action == "submit" and decision.attempt is not None:
+        job = submit_attempt(ledger, settings, scheduler, decision)
+        print(f"attempt {decision.attempt}: job {job} ({settings.backend}, {how})", flush=True)
+        if settings.mode == "self" and job is not None:
+            # One attempt queued behind the first from the start: a first job killed before its
+            # chain-start ran still leaves the run going.
+            hooks.ensure_queue(settings, ledger, scheduler, behind=decision.attempt, job_id=job,
+                               depth=1)
+    else:
+        print(f"nothing submitted: {decision.reason}", flush=True)
     if settings.mode == "loop":
         return _watch(Path(settings.run_dir), settings)
     return exit_codes.OK
@@ -156,22 +181,49 @@ def run_watch(args: argparse.Namespace) -> int:
     return _watch(run_dir, settings)
 
 
-def _synced(run_dir: Path, settings: ChainSettings, *, sync: bool) -> tuple[RunState, dict]:
+def _synced(run_dir: Path, settings: ChainSettings, *, sync: bool, timeout: float
+            ) -> tuple[RunState, dict[str, JobState], SchedulerView]:
+    """The run's state, brought up to date from the scheduler when it answers within `timeout`
+    seconds; otherwise the run directory's view, marked stale. Never blocks longer: the query
+    runs in a daemon thread that is left behind when the scheduler does not answer."""
     ledger = Ledger.open(run_dir)
     state = ledger.state()
-    if not sync or not any(a.in_flight or a.provisional for a in state.attempts):
-        return state, {}
+    if not sync:
+        return state, {}, SchedulerView(asked=False)
+    if not any(a.in_flight or a.provisional for a in state.attempts):
+        return state, {}, SchedulerView()
     scheduler = make_scheduler(settings, since=state.created_at - 3600)
-    with ledger.locked():
-        return sync_with_scheduler(ledger, settings, scheduler, ledger.state(), source="status")
+    answer: dict[str, Any] = {}
+
+    def query() -> None:
+        try:
+            answer["jobs"] = query_scheduler(scheduler, state)
+        except FtslurmError as error:
+            answer["error"] = error
+
+    worker = threading.Thread(target=query, daemon=True, name="status-sync")
+    worker.start()
+    worker.join(timeout)
+    if "jobs" not in answer:
+        error = answer.get("error")
+        why = (f"no answer within {timeout:g} s" if error is None
+               else str(getattr(error, "message", error)))
+        return state, {}, SchedulerView(stale=True, error=why)
+    jobs = answer["jobs"]
+    try:
+        state = apply_job_states(ledger, settings, jobs, source="status")
+    except LedgerLockError as error:  # a teammate without write access still sees the jobs
+        return state, jobs, SchedulerView(error=f"not recorded: {error.message}")
+    return state, jobs, SchedulerView()
 
 
 def run_status(args: argparse.Namespace) -> int:
     """`ftslurm status RUN_DIR [--json]`."""
     run_dir = _run_dir(args.run_dir)
     settings = load_settings(run_dir)
-    state, jobs = _synced(run_dir, settings, sync=not args.no_sync)
-    data = status_data(state, settings, jobs)
+    state, jobs, scheduler = _synced(run_dir, settings, sync=not args.no_sync,
+                                     timeout=args.sync_timeout)
+    data = status_data(state, settings, jobs, scheduler=scheduler)
     if args.json:
         print(json.dumps(data, indent=1))
     else:
@@ -180,28 +232,32 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    """`ftslurm cancel RUN_DIR`: record the request, cancel every job in flight, wait for them."""
+    """`ftslurm cancel RUN_DIR`: record the request, cancel every job in flight, wait for them.
+    The request is recorded first, so a job that starts meanwhile skips its launch; no lock is
+    held while the scheduler is called."""
     run_dir = _run_dir(args.run_dir)
     settings = load_settings(run_dir)
     ledger = Ledger.open(run_dir)
     scheduler = make_scheduler(settings, since=ledger.state().created_at - 3600)
     console = Console(stderr=True)
-    with ledger.locked():
-        state = ledger.state()
-        if state.run_status != "running":
-            console.print(f"the run has already {state.run_status}; nothing to cancel")
-            return exit_codes.OK
+    state = ledger.state()
+    if state.run_status != "running" and not any(a.in_flight for a in state.attempts):
+        console.print(f"the run has already {state.run_status}; nothing to cancel")
+        return exit_codes.OK
+    if state.run_status == "running":
         state = ledger.record_cancel("cancelled by `ftslurm cancel`")
-        running = [a for a in state.attempts if a.status == "running" and a.job_id]
-        for view in running:
-            scheduler.cancel(view.job_id or "")
-        stop_run(ledger, scheduler, decide(state, settings.config))
+    for view in state.attempts:
+        if view.status == "running" and view.job_id:
+            scheduler.cancel(view.job_id)
+    stop_run(ledger, scheduler, decide(state, settings.config))
     deadline = time.monotonic() + CANCEL_WAIT_S
     with console.status("waiting for the cancelled jobs to end...") as spinner:
         while True:
-            with ledger.locked():
-                state, _ = sync_with_scheduler(ledger, settings, scheduler, ledger.state(),
-                                               source="cancel")
+            state, _ = sync_with_scheduler(ledger, settings, scheduler, ledger.state(),
+                                           source="cancel")
+            if any(a.status in ("reserved", "submitted") for a in state.attempts):
+                # a submission in flight ended (its submitter recorded a job, or died)
+                state = withdraw_leftovers(ledger, scheduler, "cancelled by `ftslurm cancel`")
             left = [a for a in state.attempts if a.in_flight or a.provisional]
             if not left or time.monotonic() > deadline:
                 break

@@ -22,7 +22,7 @@ def ftslurm(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProc
 
 
 def status(run_dir: Path) -> dict:
-    result = ftslurm("status", str(run_dir), "--json")
+    result = ftslurm("status", str(run_dir), "--json", "--sync-timeout", "60")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -48,6 +48,14 @@ def queued_jobs(run_dir: Path) -> list[str]:
     summaries = SlurmClient().job_summaries(ids)
     return [job for job, s in summaries.items()
             if s.state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")]
+
+
+def no_jobs_left(run_dir: Path) -> bool:
+    """Wait until none of the run's jobs is pending or running (an attempt that recorded its own
+    end is still exiting for a moment); True then, a timeout error otherwise."""
+    wait_for(lambda: queued_jobs(run_dir) == [], f"the jobs of {run_dir} to leave the queue",
+             timeout=120)
+    return True
 
 
 def ran(data: dict) -> list[dict]:

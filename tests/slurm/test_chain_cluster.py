@@ -12,7 +12,7 @@ import pytest
 
 from ftslurm.chain.ledger import Ledger
 from ftslurm.slurm import SlurmClient, SlurmCommandError
-from tests.slurm.chain_util import queued_jobs, ran, run_ended, submit, wait_for
+from tests.slurm.chain_util import no_jobs_left, ran, run_ended, submit, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -49,7 +49,7 @@ def test_fails_twice_then_finishes(tmp_path: Path, watch: bool) -> None:
         ("failed", True), ("failed", True), ("finished", False)]
     assert len({a["job_id"] for a in attempts}) == 3
     assert (run_dir / "runs").read_text().strip() == "3"
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
     if not watch:  # the successor pre-scheduled by attempt 3 was withdrawn
         assert all(a["outcome"] == "cancelled" for a in data["attempts"][3:])
 
@@ -60,7 +60,7 @@ def test_max_failures_stops_with_no_successor_left(tmp_path: Path) -> None:
     assert data["state"] == "failed" and data["failures_left"] == 0
     assert [a["outcome"] for a in ran(data)] == ["failed", "failed"]
     assert (run_dir / "runs").read_text().strip() == "2"
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
 
 
 def test_do_not_retry_stops_at_once(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_do_not_retry_stops_at_once(tmp_path: Path) -> None:
     data = run_ended(run_dir)
     assert data["state"] == "failed"
     assert [(a["outcome"], a["exit_code"]) for a in ran(data)] == [("fatal", 93)]
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
 
 
 def test_flag_present_before_the_attempt_starts(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_flag_present_before_the_attempt_starts(tmp_path: Path) -> None:
     assert data["state"] == "finished"
     assert [(a["outcome"], a["reason"][:12]) for a in ran(data)] == [("finished", "not launched")]
     assert not (run_dir / "runs").exists()  # the workload never ran
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
 
 
 def _holding_attempt(run_dir: Path) -> tuple[str, str]:
@@ -109,7 +109,7 @@ def test_preemption_by_the_high_priority_partition(tmp_path: Path, slurm_cluster
     assert [(a["outcome"], a["counted_failure"]) for a in attempts] == [
         ("preempted", False), ("finished", False)]
     assert attempts[0]["job_id"] == job
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
 
 
 def test_node_down_under_a_running_attempt(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_node_down_under_a_running_attempt(tmp_path: Path) -> None:
         ("node_fail", False), ("finished", False)]
     assert attempts[0]["blamed_nodes"] == [node]
     assert data["excluded_nodes"] == [node]  # for every attempt submitted from now on
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
 
 
 @pytest.mark.slow
@@ -140,4 +140,4 @@ def test_time_limit(tmp_path: Path) -> None:
     assert data["state"] == "finished"
     assert [(a["outcome"], a["counted_failure"]) for a in ran(data)] == [
         ("timeout", False), ("finished", False)], json.dumps(data["attempts"], indent=1)
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)

@@ -15,7 +15,7 @@ from ftslurm.slurm import SlurmClient
 from tests.slurm.chain_util import (
     REPO,
     ftslurm,
-    queued_jobs,
+    no_jobs_left,
     ran,
     run_ended,
     status,
@@ -87,7 +87,7 @@ def test_time_limit_warning_stops_checkpoints_and_resumes(tmp_path: Path) -> Non
     first = ran(data)[0]
     assert first["outcome"] in {"stopped", "timeout"} and first["exit_code"] == 94, first
     assert not any(a["counted_failure"] for a in ran(data))
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)
 
 
 def test_preemption_stops_checkpoints_and_resumes(tmp_path: Path, slurm_cluster) -> None:
@@ -110,4 +110,4 @@ def test_preemption_stops_checkpoints_and_resumes(tmp_path: Path, slurm_cluster)
     assert first["outcome"] in {"preempted", "stopped"}, first
     assert not any(a["counted_failure"] for a in ran(data))
     assert status(run_dir)["state"] == "cancelled"
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)

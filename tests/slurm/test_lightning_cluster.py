@@ -39,7 +39,7 @@ from tests.slurm.chain_util import (
     DEADLINE_S,
     REPO,
     ftslurm,
-    queued_jobs,
+    no_jobs_left,
     ran,
     run_ended,
     status,
@@ -224,4 +224,4 @@ def test_crash_hang_warning_preemption_then_finish(tmp_path: Path, slurm_cluster
     final_log = attempt_log(run_dir, 4)
     assert fit_returned_at(final_log) == ref_returned, final_log[-3000:]
     assert checkpoint_step(ckpt) == ref_step
-    assert queued_jobs(run_dir) == []
+    assert no_jobs_left(run_dir)

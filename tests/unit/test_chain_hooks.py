@@ -6,17 +6,19 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from ftslurm.chain import hooks
-from ftslurm.chain.actions import launch_status, submit_attempt
+from ftslurm.chain.actions import apply_job_states, launch_status, submit_attempt
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import ChainConfig, decide
 from ftslurm.chain.settings import ChainSettings, ChainSettingsError, load_settings
 from ftslurm.errors import UsageError
 from ftslurm.scheduler import AttemptRequest, JobState, Scheduler
+from ftslurm.slurm import SlurmCommandError
 
 
 class FakeScheduler:
@@ -50,6 +52,18 @@ class FakeScheduler:
         self.excluded[job_id] = list(nodes)
 
 
+class BrokenScheduler:
+    """A scheduler whose controller does not answer (every call fails like sbatch does)."""
+
+    def __init__(self, inner: FakeScheduler) -> None:
+        self.inner = inner
+
+    def _down(self, *args: object) -> NoReturn:
+        raise SlurmCommandError(["sbatch"], 1, "sbatch: error: Socket timed out")
+
+    submit = states = cancel = find = exclude_nodes = _down
+
+
 @pytest.fixture
 def run(tmp_path: Path) -> tuple[Path, ChainSettings, Ledger, FakeScheduler]:
     settings = ChainSettings(
@@ -68,16 +82,17 @@ def ctx(run_dir: Path, attempt: int, job: str, requeue: int = 0) -> hooks.JobCon
     return hooks.JobContext(str(run_dir), attempt, job, ("n1",), requeue)
 
 
-def test_start_pre_schedules_one_successor(run) -> None:
+def test_start_keeps_two_attempts_queued(run) -> None:
     run_dir, _, ledger, sched = run
     assert isinstance(sched, Scheduler)
     assert hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched) == 0
-    assert list(sched.jobs) == ["100", "101"]
+    assert list(sched.jobs) == ["100", "101", "102"]
     assert sched.jobs["101"].after == "100" and sched.jobs["101"].tag == "t-1.2"
+    assert sched.jobs["102"].after == "100:101"  # never before either job ahead of it ended
     assert sched.jobs["101"].env["FTSLURM_ATTEMPT"] == "2"
-    # the same job requeued: the earlier run is closed, no second successor
+    # the same job requeued: the earlier run is closed, no further successor
     assert hooks.chain_start(ctx(run_dir, 1, "100", requeue=1), scheduler=sched) == 0
-    assert list(sched.jobs) == ["100", "101"]
+    assert list(sched.jobs) == ["100", "101", "102"]
     view = ledger.state().attempt(1)
     assert view.status == "running" and view.requeue_count == 1
     assert view.requeued_outcomes == ("preempted",)
@@ -99,12 +114,13 @@ def test_failures_until_the_budget_then_stop_and_withdraw(run) -> None:
     assert ledger.state().run_status == "running" and sched.cancelled == []
     sched.job_states["100"] = JobState("100", "FAILED", exit_code=1)
     hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=sched)
-    assert list(sched.jobs) == ["100", "101", "102"]
+    assert list(sched.jobs) == ["100", "101", "102", "103"]
     hooks.chain_end(ctx(run_dir, 2, "101"), 1, scheduler=sched)
     state = ledger.state()
-    assert state.run_status == "failed" and sched.cancelled == ["102"]
-    third = state.attempt(3)
-    assert third.outcome is Outcome.CANCELLED and third.started_at is None
+    assert state.run_status == "failed" and sched.cancelled == ["102", "103"]
+    for number in (3, 4):
+        view = state.attempt(number)
+        assert view.outcome is Outcome.CANCELLED and view.started_at is None
 
 
 def test_provisional_end_decides_nothing_and_successor_completes_it(run) -> None:
@@ -128,7 +144,8 @@ def test_predecessor_killed_hard_is_recorded_from_the_scheduler(run) -> None:
     first = state.attempt(1)
     assert first.outcome is Outcome.NODE_FAIL and first.blamed_nodes == ("n2",)
     assert first.counted_failure  # node_fail without progress counts
-    assert sched.jobs["102"].exclude_nodes == ("n2",)
+    assert sched.excluded == {"102": ["n2"]}  # queued before the blame: updated
+    assert sched.jobs["103"].exclude_nodes == ("n2",)  # queued after it
 
 
 def test_launch_killed_after_the_time_limit_warning_is_a_timeout(run) -> None:
@@ -146,7 +163,7 @@ def test_fatal_exit_stops_at_once(run) -> None:
     hooks.chain_end(ctx(run_dir, 1, "100"), 93, scheduler=sched)
     state = ledger.state()
     assert state.run_status == "failed" and state.attempt(1).outcome is Outcome.FATAL
-    assert sched.cancelled == ["101"]
+    assert sched.cancelled == ["101", "102"]
 
 
 def test_launcher_crash_event_blames_node_and_excludes_it(run) -> None:
@@ -159,7 +176,80 @@ def test_launcher_crash_event_blames_node_and_excludes_it(run) -> None:
     (status_dir / "attempt-1.n9.json").write_text("{not json")  # skipped, never fatal
     hooks.chain_end(ctx(run_dir, 1, "100"), 1, scheduler=sched)
     assert ledger.state().blamed_nodes == ("n1",)
-    assert sched.excluded == {"101": ["n1"]}
+    assert sched.excluded == {"101": ["n1"], "102": ["n1"]}
+
+
+def test_provisional_end_with_nothing_queued_queues_a_successor(run) -> None:
+    """sbatch failed in chain-start, then the launch died of a signal: chain-end must not leave
+    the run with nothing queued (it used to decide nothing on a provisional end)."""
+    run_dir, _, ledger, sched = run
+    failing = BrokenScheduler(sched)
+    assert hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=failing) == 0  # still trains
+    assert list(sched.jobs) == ["100"] and ledger.state().attempt(1).status == "running"
+    hooks.chain_end(ctx(run_dir, 1, "100"), 137, scheduler=sched)  # SIGKILL
+    assert ledger.state().attempt(1).provisional
+    assert list(sched.jobs) == ["100", "101", "102"]
+
+
+def test_provisional_end_queues_even_when_it_would_exhaust_the_budget(run) -> None:
+    run_dir, settings, ledger, sched = run
+    ledger.record_start(1, "100")
+    ledger.record_end(1, outcome=Outcome.FAILED, reason="exit 1")  # one failure of two
+    first = submit_attempt(ledger, settings, sched, decide(ledger.state(), settings.config))
+    hooks.chain_end(ctx(run_dir, 2, first or ""), 143, scheduler=sched)
+    assert ledger.state().run_status == "running"
+    assert [a.status for a in ledger.state().attempts][2:] == ["submitted", "submitted"]
+
+
+def test_a_job_never_trains_while_an_earlier_attempt_runs(run, monkeypatch) -> None:
+    run_dir, _, ledger, sched = run
+    monkeypatch.setattr(hooks, "PREDECESSOR_WAIT_S", 0.0)
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
+    sched.job_states["100"] = JobState("100", "RUNNING")  # e.g. its dependency was removed
+    assert hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=sched) == hooks.SKIP_LAUNCH
+    view = ledger.state().attempt(2)
+    assert view.status == "ended" and "attempt 1 (job 100) still active" in view.reason
+    assert not view.counted_failure
+
+
+def test_a_withdrawn_job_that_starts_anyway_does_not_train(run) -> None:
+    run_dir, _, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
+    Path(ledger.run_dir / "finished.flag").touch()
+    hooks.chain_end(ctx(run_dir, 1, "100"), 0, scheduler=sched)
+    assert ledger.state().run_status == "finished"
+    assert hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=sched) == hooks.SKIP_LAUNCH
+    assert ledger.state().attempt(2).started_at is None  # still withdrawn, never started
+
+
+def test_a_job_the_ledger_does_not_know_is_refused(run) -> None:
+    run_dir, _, _, sched = run
+    with pytest.raises(UsageError, match="not in the ledger"):
+        hooks.chain_start(ctx(run_dir, 7, "999"), scheduler=sched)
+
+
+def test_scheduler_down_at_start_still_trains_and_records(run) -> None:
+    run_dir, _, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
+    hooks.chain_end(ctx(run_dir, 1, "100"), 1, scheduler=sched)
+    assert hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=BrokenScheduler(sched)) == 0
+    assert ledger.state().attempt(2).status == "running"
+
+
+def test_completing_a_record_later_keeps_what_was_true_at_its_end(run) -> None:
+    """A killed attempt completed from the scheduler after its successor wrote the flag (or
+    made progress) is not rewritten as finished (or as having progressed)."""
+    run_dir, settings, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
+    hooks.chain_end(ctx(run_dir, 1, "100"), 137, scheduler=sched)  # provisional
+    ledger.record_start(2, "101", progress=None)
+    Path(settings.flag_file).touch()  # attempt 2 finished the training
+    (run_dir / "progress").write_text("500\n")
+    sched.job_states["100"] = JobState("100", "FAILED", exit_code=0, signal=9)
+    apply_job_states(ledger, settings, sched.states(["100"]), source="test")
+    first = ledger.state().attempt(1)
+    assert first.outcome is Outcome.FAILED and not first.provisional
+    assert first.progress_after is None and first.counted_failure
 
 
 def test_context_from_env_and_errors(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from ftslurm.chain.ledger import (
     LEDGER_FILE,
     Ledger,
     LedgerError,
+    LedgerLockError,
     fingerprint,
     read_progress,
     write_progress,
@@ -215,7 +216,8 @@ WATCHER = textwrap.dedent(
         return [p.name.rsplit(".", 1)[1] for p in jobs.iterdir() if p.name.startswith(tag + ".")]
 
     ledger = Ledger(run_dir)
-    print(ledger.submit_attempt(1, submit, find))
+    claim_s = 0.0 if mode == "die-after-submit" else 300.0  # a dead submitter's claim expired
+    print(ledger.submit_attempt(1, submit, find, claim_s=claim_s))
     """
 )
 
@@ -244,8 +246,35 @@ def test_racing_watchers_submit_once(ledger: Ledger, tmp_path: Path) -> None:
     watchers = [run_watcher(ledger.run_dir, jobs, "attempt-1") for _ in range(4)]
     outputs = {w.communicate()[0].strip() for w in watchers}
     assert all(w.returncode == 0 for w in watchers)
+    outputs.discard("None")  # it found another watcher's live claim: being submitted right now
     assert len(list(jobs.iterdir())) == 1 and len(outputs) == 1
     assert [a.job_id for a in ledger.state().attempts] == [outputs.pop()]
+
+
+def test_no_lock_is_held_while_the_scheduler_is_called(ledger: Ledger) -> None:
+    """The submission's scheduler call runs with the ledger lock free: another process can read,
+    record and cancel meanwhile; the claim keeps a second submitter off the attempt."""
+    seen: list[object] = []
+
+    def submit(tag: str) -> str:
+        other = Ledger(ledger.run_dir, lock_timeout=0.1)
+        with other.locked():  # would time out if the submitter held the lock
+            seen.append(other.submit_attempt(1, lambda t: "dup", lambda t: []))
+        return "42"
+
+    assert ledger.submit_attempt(1, submit, lambda tag: []) == "42"
+    assert seen == [None]  # the live claim: nobody else submits it
+    assert ledger.state().attempt(1).job_id == "42"
+
+
+def test_reading_needs_no_lock(ledger: Ledger) -> None:
+    lock = Path(str(ledger.path) + ".lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # a lock file that cannot be locked
+    assert Ledger.open(ledger.run_dir).state().run_id == ledger.state().run_id
+    with pytest.raises(LedgerLockError, match=r"ledger\.json\.lock") as error:
+        ledger.reserve(1)
+    assert error.value.exit_code == 3
 
 
 def test_writer_killed_at_any_moment_leaves_a_readable_ledger(ledger: Ledger) -> None:

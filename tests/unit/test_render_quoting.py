@@ -9,6 +9,7 @@ runs the script with bash, `srun` and `scontrol` being stubs that record what th
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -38,6 +39,10 @@ printf '%s\\0' "$@" > "$STUB_OUT/argv"
 env -0 > "$STUB_OUT/env"
 """
 SCONTROL_STUB = "#!/bin/sh\necho n1\n"
+#: The interpreter: the chain hooks must be called with it (and succeed) for the launch to run.
+PYTHON_STUB = """#!/bin/sh
+printf '%s\\n' "$3" >> "$STUB_OUT/hooks"
+"""
 
 
 def sbatch_tokens(line: str) -> list[str]:
@@ -71,22 +76,24 @@ def sbatch_tokens(line: str) -> list[str]:
         words.append("".join(word))
 
 
-def _stubs(tmp_path: Path) -> Path:
+def _stubs(tmp_path: Path, python: str) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for name, text in (("srun", SRUN_STUB), ("scontrol", SCONTROL_STUB)):
+    for name, text in (("srun", SRUN_STUB), ("scontrol", SCONTROL_STUB), (python, PYTHON_STUB)):
         path = bin_dir / name
         path.write_text(text)
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return bin_dir
 
 
-def _run_script(script: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+def _run_script(script: str, tmp_path: Path, python: str
+                ) -> tuple[list[str], dict[str, str], list[str]]:
     out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
     path = tmp_path / "job.sbatch"
     path.write_text(script, encoding="utf-8")
-    env = {"PATH": f"{_stubs(tmp_path)}:/usr/bin:/bin", "STUB_OUT": str(out),
+    env = {"PATH": f"{_stubs(tmp_path, python)}:/usr/bin:/bin", "STUB_OUT": str(out),
            "HOME": "/nonexistent", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "n[1-2]",
            "LC_ALL": "C.UTF-8"}
     result = subprocess.run(["bash", str(path)], cwd=tmp_path, env=env, capture_output=True)
@@ -96,7 +103,8 @@ def _run_script(script: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]
         item.split("=", 1)
         for item in (out / "env").read_bytes().decode("utf-8", "surrogateescape").split("\0")[:-1]
     )
-    return argv, environ
+    hooks = (out / "hooks").read_text(encoding="utf-8").split()
+    return argv, environ, hooks
 
 
 @pytest.mark.parametrize("launcher", ["ft", "torchrun", "none"])
@@ -109,7 +117,9 @@ def _run_script(script: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]
     env_value=hostile_text,
     srun_arg=hostile_text,
     launcher_arg=hostile_text,
-    python=hostile_text,
+    # A command named %x is always `fg %x` to bash, quoted or not: no interpreter has such a name.
+    python=path_component.filter(lambda text: text not in ("srun", "scontrol")
+                                 and not text.startswith("%")),
 )
 def test_hostile_values_arrive_unchanged(
     launcher: str, name: str, run_dir_name: str, args: list[str], env_value: str, srun_arg: str,
@@ -126,7 +136,8 @@ def test_hostile_values_arrive_unchanged(
     assert spec.command.args == tuple(args) and spec.launch.python == python
 
     script = render(spec)
-    argv, environ = _run_script(script, tmp_path)
+    argv, environ, hooks = _run_script(script, tmp_path, python)
+    assert hooks == ["chain-start", "chain-end"]  # both hooks ran, with the spec's interpreter
 
     options = srun_options(spec)
     assert argv[: len(options)] == options
@@ -176,3 +187,14 @@ def test_values_that_cannot_be_directives_are_refused() -> None:
             shell.sbatch_value(value)
     with pytest.raises(ValueError):
         shell.quote("nul\x00byte")
+
+
+@pytest.mark.parametrize("word", ["time", "if", "!", "{", "function", "[["])
+def test_reserved_words_stay_plain_words_in_a_commands_place(word: str, tmp_path: Path) -> None:
+    """`python: time` must run a program named `time`, not bash's `time` keyword."""
+    program = tmp_path / word
+    program.write_text("#!/bin/sh\necho \"ran $0 $*\"\n")
+    program.chmod(0o755)
+    result = subprocess.run(["bash", "-c", f"{shell.quote(word)} -m x"], capture_output=True,
+                            text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert result.stdout == f"ran {program} -m x\n", result.stderr

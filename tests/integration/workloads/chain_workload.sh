@@ -7,6 +7,9 @@
 #   hold         run 1 makes progress (writes $FTSLURM_RUN_DIR/progress every second), ignoring
 #                SIGTERM, until it is killed; run 2 finishes
 #   finish       write the finished flag
+#   kill-once    run 1 repairs sbatch (removes $TEST_SHIM_DIR/sbatch-broken) and dies of
+#                SIGKILL; run 2 finishes
+#   wait-file    wait until $FTSLURM_RUN_DIR/go exists (making progress), then finish
 set -u
 mode=$1
 count_file="$FTSLURM_RUN_DIR/runs"
@@ -19,6 +22,20 @@ case "$mode" in
   always-fail) exit 1 ;;
   fatal) exit 93 ;;
   finish) finish ;;
+  kill-once)
+    [ "$n" -ge 2 ] && finish
+    rm -f "${TEST_SHIM_DIR:-/nonexistent}/sbatch-broken"
+    kill -KILL $$
+    ;;
+  wait-file)
+    step=0
+    until [ -e "$FTSLURM_RUN_DIR/go" ]; do
+      step=$((step + 1))
+      echo "$step" >"$FTSLURM_RUN_DIR/progress.tmp" && mv "$FTSLURM_RUN_DIR/progress.tmp" "$FTSLURM_RUN_DIR/progress"
+      sleep 0.5
+    done
+    finish
+    ;;
   hold)
     [ "$n" -ge 2 ] && finish
     trap '' TERM
