@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import pytest
 
 from ftslurm import cli
 from ftslurm.chain.ledger import Ledger
+from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.run import check_reuse, prepare_run, resolve_backend, write_run
-from ftslurm.chain.view import status_data
+from ftslurm.chain.settings import load_settings
+from ftslurm.chain.view import stall, status_data
 from ftslurm.errors import UsageError
 
 SPEC = """\
@@ -132,3 +135,50 @@ def test_hidden_hooks_are_not_listed() -> None:
     text = cli.build_parser().format_help()
     assert "submit" in text and "chain-start" not in text
     assert sys.executable
+
+
+def _slurm_run(tmp_path: Path) -> Path:
+    """A SLURM run dir with attempt 1 submitted as job 7 (no real scheduler asked)."""
+    write_run(prepare_run(spec_file(tmp_path), backend="slurm"), resume=False)
+    run_dir = tmp_path / "runs" / "unit"
+    ledger = Ledger.open(run_dir)
+    ledger.submit_attempt(1, lambda tag: "7", lambda tag: [])
+    return run_dir
+
+
+HANGING_SLURM = "#!/bin/sh\nexec sleep 600\n"
+
+
+def test_status_answers_from_the_run_dir_when_the_scheduler_hangs(tmp_path: Path) -> None:
+    """sacct and scontrol that never answer (slurmdbd and slurmctld down): `status` returns after
+    its sync timeout with the ledger's view, marked stale, and claims no stall."""
+    run_dir = _slurm_run(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sacct", "scontrol", "squeue"):
+        (bin_dir / name).write_text(HANGING_SLURM)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ftslurm.cli", "status", str(run_dir), "--json",
+         "--sync-timeout", "0.5"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["scheduler"]["stale"] and "no answer within 0.5 s" in data["scheduler"]["error"]
+    assert data["stalled"] is None and data["attempts"][0]["status"] == "submitted"
+
+
+def test_a_run_with_nothing_in_flight_is_stalled(tmp_path: Path) -> None:
+    run_dir = _slurm_run(tmp_path)
+    ledger = Ledger.open(run_dir)
+    settings = load_settings(run_dir)
+    assert stall(ledger.state(), settings) is None  # attempt 1 is queued
+    ledger.record_start(1, "7")
+    ledger.record_end(1, outcome=Outcome.FAILED, reason="exit code 1")
+    stalled = stall(ledger.state(), settings)
+    assert stalled is not None and stalled["repair"] == f"ftslurm watch --once {run_dir}"
+    assert stalled["since"] == ledger.state().attempt(1).ended_at
+    ledger.reserve(2)  # reserved by a process that is gone (no claim): still stalled
+    assert stall(ledger.state(), settings) is not None
+    ledger.record_run_end("failed", "given up")
+    assert stall(ledger.state(), settings) is None  # an ended run is not stalled
