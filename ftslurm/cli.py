@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ftslurm import __version__, exit_codes
-from ftslurm.errors import FtslurmError
+from ftslurm.errors import FtslurmError, RunDirAccessError
 
 #: Modules that register subcommands, in the order they appear in `--help`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -53,6 +53,13 @@ def _run_passthrough(name: str, argv: Sequence[str]) -> int:
     return int(func(list(argv)) or 0)
 
 
+def file_error(error: OSError) -> RunDirAccessError:
+    """An OSError on one of the run's files as an error naming the file (exit code 3)."""
+    where = f"{error.filename}: " if error.filename else ""
+    return RunDirAccessError(f"cannot use {where}{error.strerror or error}",
+                             hint="check the permissions of the run directory and its files")
+
+
 def report_error(error: FtslurmError) -> None:
     """Print an ftslurm error to stderr: one message, an optional hint, no traceback."""
     print(f"ftslurm: error: {error}", file=sys.stderr)
@@ -66,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_passthrough(args_list[0], args_list[1:])
         parser = build_parser()
         args = parser.parse_args(args_list)
-        return int(args.handler(args) or 0)
+        try:
+            return int(args.handler(args) or 0)
+        except OSError as error:  # a file of the run that cannot be read or written
+            raise file_error(error) from error
     except FtslurmError as error:
         report_error(error)
         return error.exit_code

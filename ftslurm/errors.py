@@ -25,3 +25,11 @@ class UsageError(FtslurmError):
     """Bad input (YAML, CLI, environment): exit code 2, nothing submitted or changed."""
 
     exit_code = exit_codes.USAGE
+
+
+class RunDirAccessError(FtslurmError):
+    """A file of the run (the ledger, its lock, chain.json, a log) cannot be read or written:
+    permissions, a lock file that is a directory, another user's file. Exit code 3, like the
+    other failures of what surrounds the run rather than of the user's input."""
+
+    exit_code = exit_codes.SLURM_ERROR

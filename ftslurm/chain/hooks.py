@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +66,14 @@ PREDECESSOR_WAIT_S = 60.0
 #: Attempts kept queued behind the running one. Two: a job killed at any moment, even before its
 #: own chain-start queued anything, still leaves one queued.
 QUEUE_DEPTH = 2
+#: While the queue behind a running attempt is short (sbatch failed), a keeper process inside
+#: the job retries every KEEPER_INTERVAL_S seconds (growing x1.5 up to KEEPER_MAX_INTERVAL_S).
+KEEPER_INTERVAL_S = 2.0
+KEEPER_MAX_INTERVAL_S = 30.0
+#: How long chain-end keeps trying to submit a successor when nothing at all is queued behind
+#: the attempt and the run is not over (else the run would stall): the allocation is held that
+#: long at most, and only in that case.
+END_RETRY_S = 300.0
 T = TypeVar("T")
 
 
@@ -151,9 +161,11 @@ def _not_launched(ledger: Ledger, ctx: JobContext, outcome: Outcome, reason: str
     return SKIP_LAUNCH
 
 
-def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None) -> int:
+def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
+                keeper: Callable[[JobContext], None] | None = None) -> int:
     """The start hook; returns 0 (launch) or SKIP_LAUNCH. Raises when the ledger cannot confirm
-    that this job is the run's current attempt (the script then does not launch)."""
+    that this job is the run's current attempt (the script then does not launch). `keeper` is
+    started when the queue behind this attempt stays short (default: `start_queue_keeper`)."""
     settings, ledger, scheduler = _open_run(ctx, scheduler)
     view = _attempt_in(ledger.state(), ctx)
     if view.status == "ended" and ctx.requeue_count <= view.requeue_count:
@@ -190,31 +202,77 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None) -> int:
         state = ledger.state()
         if set(state.blamed_nodes) - blamed_before:  # a predecessor's record blamed a node
             _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
-        ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id)
+        if not ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id):
+            (keeper or start_queue_keeper)(ctx)
     print(f"ftslurm: attempt {ctx.attempt} (job {ctx.job_id}) starts", flush=True)
     return 0
 
 
 def ensure_queue(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler, *,
-                 behind: int, job_id: str, depth: int = QUEUE_DEPTH) -> None:
+                 behind: int, job_id: str, depth: int = QUEUE_DEPTH) -> bool:
     """Keep `depth` attempts queued behind attempt `behind` (job `job_id`), each with `afterany`
-    on every job in flight before it. A scheduler error is printed, not raised: chain-end, the
-    watch loop and `status` see a short queue and repair it."""
+    on every job in flight before it. A scheduler error is printed, not raised: the caller sees
+    False (the queue is short) and retries later. True when nothing more is to be queued."""
     for _ in range(depth):
         state = ledger.state()
         decision = decide(state, settings.config, flag_exists=settings.flag_exists(),
                           ahead_of=behind, queue_depth=depth)
         if decision.action != "submit" or decision.attempt is None:
-            return
+            return True
         before = [a.job_id for a in state.attempts if a.job_id and a.in_flight
                   and behind < a.number < decision.attempt]
         after = ":".join(dict.fromkeys([job_id, *before]))
         job = _tolerant(submit_attempt, ledger, settings, scheduler, decision, after=after,
                         what=f"queue attempt {decision.attempt}")
         if job is None:
-            return
+            return False
         print(f"ftslurm: attempt {decision.attempt} queued as job {job} (after job(s) "
               f"{after.replace(':', ', ')})", flush=True)
+    return True
+
+
+def start_queue_keeper(ctx: JobContext) -> None:
+    """Retry queueing in a process of its own while this attempt trains (`ftslurm
+    chain-keep-queue`): it lives in the job, so it ends with it at the latest."""
+    env = {**os.environ, env_vars.RUN_DIR: ctx.run_dir, env_vars.ATTEMPT: str(ctx.attempt),
+           "SLURM_JOB_ID": ctx.job_id}
+    subprocess.Popen([sys.executable, "-m", "ftslurm.cli", "chain-keep-queue"], env=env,
+                     stdin=subprocess.DEVNULL, close_fds=True)
+    print(f"ftslurm: attempt {ctx.attempt}: the queue behind it is short; retrying in the "
+          "background", flush=True)
+
+
+def keep_queue(ctx: JobContext, *, scheduler: Scheduler | None = None,
+               interval: float = KEEPER_INTERVAL_S) -> int:
+    """The keeper: retry `ensure_queue` with backoff until the queue is full, the attempt has
+    ended or the run is over. Returns 0."""
+    settings, ledger, scheduler = _open_run(ctx, scheduler)
+    while True:
+        time.sleep(interval)  # retrying the scheduler with backoff, not a synchronization
+        view = ledger.state().attempt(ctx.attempt)
+        if view is None or view.status != "running" or ledger.state().run_status != "running":
+            return 0
+        if ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id):
+            return 0
+        interval = min(interval * 1.5, KEEPER_MAX_INTERVAL_S)
+
+
+def _queue_after_end(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler,
+                     ctx: JobContext) -> None:
+    """After this attempt's end: when the run goes on and nothing is queued behind it, keep
+    trying (up to END_RETRY_S) to queue a successor; the run would stall otherwise."""
+    deadline = time.monotonic() + END_RETRY_S
+    interval = KEEPER_INTERVAL_S
+    while not ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id):
+        state = ledger.state()
+        if any(a.number > ctx.attempt and a.job_id and a.in_flight for a in state.attempts):
+            return  # one is queued: the run goes on; its chain-start queues the rest
+        if time.monotonic() >= deadline:
+            print("ftslurm: nothing could be queued after this attempt; `ftslurm status` flags "
+                  "the run as stalled and `ftslurm watch --once` repairs it", flush=True)
+            return
+        time.sleep(interval)  # retrying the scheduler with backoff, bounded by the deadline
+        interval = min(interval * 1.5, KEEPER_MAX_INTERVAL_S)
 
 
 def _tolerant(action: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T | None:
@@ -239,20 +297,17 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
     if settings.mode != "self":
         return 0
     if result.provisional:  # the scheduler's final state decides; a successor must be queued
-        ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id)
+        _queue_after_end(settings, ledger, scheduler, ctx)
         return 0
     state = ledger.state()
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
     if decision.action == "stop":
         _tolerant(stop_run, ledger, scheduler, decision, what="withdraw the queued attempts")
         print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)
-    elif decision.action == "submit":  # nothing is queued: submit the successor now
-        job = _tolerant(submit_attempt, ledger, settings, scheduler, decision,
-                        after=ctx.job_id, what=f"submit attempt {decision.attempt}")
-        if job is not None:
-            print(f"ftslurm: attempt {decision.attempt} submitted as job {job}", flush=True)
-    else:
+        return 0
+    if decision.action == "wait":
         _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
+    _queue_after_end(settings, ledger, scheduler, ctx)  # a successor, if none is queued yet
     return 0
 
 
@@ -271,4 +326,4 @@ def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequenc
 
 
 __all__ = ["PREDECESSOR_WAIT_S", "QUEUE_DEPTH", "SKIP_LAUNCH", "JobContext", "chain_end",
-           "chain_start", "ensure_queue"]
+           "chain_start", "ensure_queue", "keep_queue"]

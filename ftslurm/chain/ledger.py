@@ -38,11 +38,11 @@ from ftslurm import exit_codes
 from ftslurm.atomic import write_atomic, write_json_atomic
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.runstate import AttemptView, LedgerError, RunState, RunStatus, fold
+from ftslurm.errors import RunDirAccessError
 
 
-class LedgerLockError(LedgerError):
-    """The ledger or its lock file cannot be opened (permissions, not a file): exit code 3, like
-    the other errors of the machinery around the run rather than of the user's input."""
+class LedgerLockError(LedgerError, RunDirAccessError):
+    """The ledger or its lock file cannot be opened (permissions, not a file): exit code 3."""
 
     exit_code = exit_codes.SLURM_ERROR
 

@@ -102,6 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     start = subparsers.add_parser("chain-start")  # no help: hidden, for the script only
     start.set_defaults(handler=lambda args: hooks.chain_start(hooks.JobContext.from_env()))
+    keeper = subparsers.add_parser("chain-keep-queue")
+    keeper.set_defaults(handler=lambda args: hooks.keep_queue(hooks.JobContext.from_env()))
     end = subparsers.add_parser("chain-end")
     end.add_argument("--status", type=int, required=True)
     end.add_argument("--warned", type=int, default=0)

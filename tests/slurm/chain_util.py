@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 420.0
 
 
-def ftslurm(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
+def ftslurm(*args: str, timeout: float = DEADLINE_S, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ftslurm.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+                          text=True, timeout=timeout, cwd=REPO, env=env)
 
 
 def status(run_dir: Path) -> dict:

@@ -62,10 +62,16 @@ def shim_env(tmp_path: Path) -> dict[str, str]:
             "TEST_SHIM_DIR": str(bin_dir)}
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ftslurm.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=env)
+def submit_with_shim(tmp_path: Path, mode: str, control: str | None = None,
+                     value: str = "") -> Path:
+    """Submit `mode`'s spec with the sbatch shim in front, steered by the file `control`."""
+    spec = write_spec(tmp_path, mode)
+    env = shim_env(tmp_path)
+    if control:
+        (tmp_path / "shim" / control).write_text(value)
+    result = ftslurm("submit", "--backend", "slurm", str(spec), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp_path / "run"
 
 
 def test_setup_line_failing_once_does_not_stall(tmp_path: Path) -> None:
@@ -85,12 +91,7 @@ def test_setup_line_failing_once_does_not_stall(tmp_path: Path) -> None:
 def test_sbatch_failing_then_the_launch_killed_does_not_stall(tmp_path: Path) -> None:
     """Nothing could be queued (sbatch broken in submit and in chain-start), then the launch died
     of SIGKILL: chain-end's provisional end must queue a successor."""
-    spec = write_spec(tmp_path, "kill-once")
-    env = shim_env(tmp_path)
-    (tmp_path / "shim" / "broken").touch()
-    result = run_cli("submit", "--backend", "slurm", str(spec), env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = tmp_path / "run"
+    run_dir = submit_with_shim(tmp_path, "kill-once", "broken")
     data = run_ended(run_dir)
     assert data["state"] == "finished", json.dumps(data["attempts"], indent=1)
     attempts = ran(data)
@@ -128,16 +129,11 @@ def test_cancel_while_a_submission_hangs_in_the_scheduler(tmp_path: Path) -> Non
     """chain-start queues attempt 3 through a sbatch that hangs: status and cancel must not wait
     for it (no lock across scheduler calls), and the reservation its killed submitter leaves is
     withdrawn, not left in flight."""
-    spec = write_spec(tmp_path, "wait-file")
-    env = shim_env(tmp_path)
-    (tmp_path / "shim" / "hang").write_text("3\n")
-    result = run_cli("submit", "--backend", "slurm", str(spec), env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = tmp_path / "run"
+    run_dir = submit_with_shim(tmp_path, "wait-file", "hang", "3")
     wait_for(lambda: (view := Ledger.open(run_dir).state().attempt(3)) and view.claim_owner,
              "attempt 3's submission to hang")
-    assert run_cli("status", str(run_dir), "--no-sync", timeout=60).returncode == 0
-    cancelled = run_cli("cancel", str(run_dir), "--json", timeout=240)
+    assert ftslurm("status", str(run_dir), "--no-sync", timeout=60).returncode == 0
+    cancelled = ftslurm("cancel", str(run_dir), "--json", timeout=240)
     assert cancelled.returncode == 0, cancelled.stderr
     data = json.loads(cancelled.stdout)
     assert data["state"] == "cancelled"
@@ -150,22 +146,17 @@ def test_cancel_while_a_submission_hangs_in_the_scheduler(tmp_path: Path) -> Non
 def test_cancel_finds_a_job_whose_sbatch_reported_a_failure(tmp_path: Path) -> None:
     """sbatch said "Socket timed out" but the job exists: the cancel looks the reservation's tag
     up in the scheduler and cancels that job too."""
-    spec = write_spec(tmp_path, "wait-file")
-    env = shim_env(tmp_path)
-    (tmp_path / "shim" / "lie").write_text("3\n")
-    result = run_cli("submit", "--backend", "slurm", str(spec), env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = tmp_path / "run"
+    run_dir = submit_with_shim(tmp_path, "wait-file", "lie", "3")
     wait_for(lambda: (view := Ledger.open(run_dir).state().attempt(3)) and view.submit_error,
              "attempt 3's submission to fail")
-    cancelled = run_cli("cancel", str(run_dir), "--json", timeout=240)
+    cancelled = ftslurm("cancel", str(run_dir), "--json", timeout=240)
     assert cancelled.returncode == 0, cancelled.stderr
     third = json.loads(cancelled.stdout)["attempts"][2]
     assert third["withdrawn"] and third["job_id"], third  # found by its tag, cancelled
     assert no_jobs_left(run_dir)  # that job included
 
 
-def _cluster(action: str, daemon: str) -> None:
+def cluster_daemon(action: str, daemon: str) -> None:
     subprocess.run([sys.executable, str(DEV_CLUSTER), action, daemon], check=True,
                    capture_output=True, timeout=120)
 
@@ -183,10 +174,10 @@ def test_controller_outage(tmp_path: Path) -> None:
              str(spec)], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: (run_dir / "progress").exists(), "the workload to run", timeout=300)
-        _cluster("stop", "slurmctld")
-        _cluster("stop", "slurmdbd")
+        cluster_daemon("stop", "slurmctld")
+        cluster_daemon("stop", "slurmdbd")
         try:
-            result = run_cli("status", str(run_dir), "--json", timeout=30)
+            result = ftslurm("status", str(run_dir), "--json", timeout=30)
             assert result.returncode == 0, result.stderr
             data = json.loads(result.stdout)
             assert data["scheduler"]["stale"] and data["state"] == "running"
@@ -196,8 +187,8 @@ def test_controller_outage(tmp_path: Path) -> None:
             assert watcher.poll() is None  # still watching
             (run_dir / "go").touch()
         finally:
-            _cluster("start", "slurmdbd")
-            _cluster("start", "slurmctld")
+            cluster_daemon("start", "slurmdbd")
+            cluster_daemon("start", "slurmctld")
         watcher.wait(timeout=600)
     finally:
         if watcher.poll() is None:
@@ -217,7 +208,7 @@ def test_watch_returns_on_a_finished_run_with_a_leftover_reservation(tmp_path: P
     (run_dir / "finished.flag").touch()
     SlurmClient().update_job(str(ledger.state().attempts[0].job_id), StartTime="now")
     wait_for(lambda: Ledger.open(run_dir).state().run_status == "finished", "the run to finish")
-    watched = run_cli("watch", str(run_dir), timeout=300)
+    watched = ftslurm("watch", str(run_dir), timeout=300)
     assert watched.returncode == 0, watched.stdout + watched.stderr
     view = Ledger.open(run_dir).state().attempt(leftover.number)
     assert view.status == "ended" and "never submitted" in (view.reason or "")
@@ -234,7 +225,7 @@ def test_racing_submits_of_different_specs_into_one_run_dir(tmp_path: Path) -> N
                                                  f"run_dir: {tmp_path / 'run'}"))
         specs.append(path)
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda s: run_cli("submit", "--backend", "slurm", str(s)), specs))
+        results = list(pool.map(lambda s: ftslurm("submit", "--backend", "slurm", str(s)), specs))
     codes = sorted(r.returncode for r in results)
     assert codes == [0, 2], [r.stdout + r.stderr for r in results]
     winner = specs[[r.returncode for r in results].index(0)]

@@ -3,7 +3,11 @@
 Each trial submits a short chain (one rank under the fault-tolerant launcher) and throws at it,
 at random: attempts whose setup line fails, that crash or hang (the launcher detects the hang),
 and, while it runs, sbatch failing (a PATH shim), slurmctld stopped and restarted, and SIGKILL of
-an attempt's batch shell at a random moment. After each trial:
+an attempt's batch shell at a random moment. The asynchronous faults come one at a time: each
+after the chain has recovered from the one before (two attempts queued again), which is what the
+design promises to survive at any moment. (Two faults at once, sbatch down for an attempt's whole
+life and that attempt then killed, can leave nothing queued: `status` flags that stall.) After
+each trial:
 
 - the run finished;
 - no two attempts trained at once (the workload's flock, and the launch steps' times in sacct);
@@ -33,12 +37,11 @@ import pytest
 from ftslurm.chain.ledger import Ledger
 from ftslurm.slurm import SlurmClient, SlurmCommandError
 from tests.slurm.chain_util import REPO, no_jobs_left, run_ended
-from tests.slurm.test_chain_faults_cluster import shim_env
+from tests.slurm.test_chain_faults_cluster import cluster_daemon, shim_env
 
 TRIALS = int(os.environ.get("FTSLURM_FAULT_TRIALS", "10"))
 FIRST_SEED = int(os.environ.get("FTSLURM_FAULT_SEED", "1000"))
 WORKLOAD = REPO / "tests" / "integration" / "workloads" / "fault_trial.py"
-DEV_CLUSTER = REPO / "scripts" / "slurm-dev-cluster"
 ATTEMPT_FAULTS = ("setup-fail", "crash", "hang")
 ASYNC_FAULTS = ("sbatch", "slurmctld", "kill")
 
@@ -141,10 +144,22 @@ def running_job(trial: Trial) -> str | None:
     return None
 
 
+def recovered(trial: Trial) -> bool:
+    """The run is over, or two attempts are queued again (the queue a running attempt keeps)."""
+    state = Ledger.open(trial.run_dir).state()
+    queued = [a for a in state.attempts if a.status == "submitted" and a.job_id]
+    return state.run_status != "running" or len(queued) >= 2
+
+
 def inject(trial: Trial, rng: random.Random, done: threading.Event) -> None:
-    """The asynchronous faults, each once, at random moments while the run goes on."""
+    """The asynchronous faults, each once, at random moments while the run goes on, each after
+    the chain recovered from the one before."""
     shim = trial.folder / "shim"
     for fault in trial.async_faults:
+        deadline = time.monotonic() + 120
+        while not recovered(trial) and time.monotonic() < deadline:
+            if done.wait(0.2):
+                return
         if done.wait(rng.uniform(0.5, 6.0)) or run_over(trial):
             return
         if fault == "sbatch":
@@ -152,11 +167,11 @@ def inject(trial: Trial, rng: random.Random, done: threading.Event) -> None:
             done.wait(rng.uniform(2.0, 10.0))
             (shim / "broken").unlink()
         elif fault == "slurmctld":
-            _cluster("stop", "slurmctld")
+            cluster_daemon("stop", "slurmctld")
             try:
                 done.wait(rng.uniform(2.0, 10.0))
             finally:
-                _cluster("start", "slurmctld")
+                cluster_daemon("start", "slurmctld")
         elif fault == "kill":
             deadline = time.monotonic() + 120
             while not done.wait(0.2) and time.monotonic() < deadline:
@@ -172,11 +187,6 @@ def inject(trial: Trial, rng: random.Random, done: threading.Event) -> None:
             else:
                 continue
         trial.injected.append(fault)
-
-
-def _cluster(action: str, daemon: str) -> None:
-    subprocess.run([sys.executable, str(DEV_CLUSTER), action, daemon], check=True,
-                   capture_output=True, timeout=120)
 
 
 def check_no_overlap(trial: Trial, job_ids: list[str]) -> None:

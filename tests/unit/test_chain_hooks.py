@@ -64,6 +64,24 @@ class BrokenScheduler:
     submit = states = cancel = find = exclude_nodes = _down
 
 
+class FlakyScheduler(BrokenScheduler):
+    """Submissions fail `failures` times, then work."""
+
+    def __init__(self, inner: FakeScheduler, failures: int) -> None:
+        super().__init__(inner)
+        self.failures = failures
+        self.states = inner.states
+        self.cancel = inner.cancel
+        self.find = inner.find
+        self.exclude_nodes = inner.exclude_nodes
+
+    def submit(self, request: AttemptRequest) -> str:
+        if self.failures:
+            self.failures -= 1
+            self._down()
+        return self.inner.submit(request)
+
+
 @pytest.fixture
 def run(tmp_path: Path) -> tuple[Path, ChainSettings, Ledger, FakeScheduler]:
     settings = ChainSettings(
@@ -184,7 +202,10 @@ def test_provisional_end_with_nothing_queued_queues_a_successor(run) -> None:
     the run with nothing queued (it used to decide nothing on a provisional end)."""
     run_dir, _, ledger, sched = run
     failing = BrokenScheduler(sched)
-    assert hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=failing) == 0  # still trains
+    keepers: list[hooks.JobContext] = []
+    assert hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=failing,
+                             keeper=keepers.append) == 0  # still trains
+    assert keepers == [ctx(run_dir, 1, "100")]  # and retries queueing in the background
     assert list(sched.jobs) == ["100"] and ledger.state().attempt(1).status == "running"
     hooks.chain_end(ctx(run_dir, 1, "100"), 137, scheduler=sched)  # SIGKILL
     assert ledger.state().attempt(1).provisional
@@ -232,8 +253,40 @@ def test_scheduler_down_at_start_still_trains_and_records(run) -> None:
     run_dir, _, ledger, sched = run
     hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
     hooks.chain_end(ctx(run_dir, 1, "100"), 1, scheduler=sched)
-    assert hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=BrokenScheduler(sched)) == 0
+    assert hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=BrokenScheduler(sched),
+                             keeper=lambda c: None) == 0
     assert ledger.state().attempt(2).status == "running"
+
+
+def test_the_keeper_fills_the_queue_once_sbatch_works_again(run) -> None:
+    run_dir, _, _, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=BrokenScheduler(sched),
+                      keeper=lambda c: None)
+    assert list(sched.jobs) == ["100"]
+    assert hooks.keep_queue(ctx(run_dir, 1, "100"), scheduler=sched, interval=0.0) == 0
+    assert list(sched.jobs) == ["100", "101", "102"]
+
+
+def test_the_keeper_gives_up_when_the_attempt_ended(run) -> None:
+    run_dir, _, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=BrokenScheduler(sched),
+                      keeper=lambda c: None)
+    ledger.record_end(1, outcome=Outcome.FAILED, reason="exit code 1")
+    assert hooks.keep_queue(ctx(run_dir, 1, "100"), scheduler=BrokenScheduler(sched),
+                            interval=0.0) == 0
+
+
+def test_chain_end_keeps_trying_while_nothing_is_queued(run, monkeypatch) -> None:
+    """sbatch down at the end of the only attempt: chain-end retries (bounded) rather than leave
+    the run with nothing queued."""
+    run_dir, _, ledger, sched = run
+    monkeypatch.setattr(hooks, "KEEPER_INTERVAL_S", 0.0)
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=BrokenScheduler(sched),
+                      keeper=lambda c: None)
+    flaky = FlakyScheduler(sched, failures=3)
+    hooks.chain_end(ctx(run_dir, 1, "100"), 1, scheduler=flaky)
+    assert flaky.failures == 0 and list(sched.jobs)[1:] == ["101", "102"]
+    assert [a.status for a in ledger.state().attempts[1:]] == ["submitted", "submitted"]
 
 
 def test_completing_a_record_later_keeps_what_was_true_at_its_end(run) -> None:
