@@ -1,4 +1,5 @@
-"""Folding the ledger's records into an immutable `RunState` (pure: no files, no clock).
+"""Folding the ledger's records into an immutable `RunState` (pure: no files, no clock; only
+`AttemptView.claimed` asks whether a claiming process of this host is still alive).
 
 The ledger (ftslurm.chain.ledger) stores events; this module says what they mean. Every record is a
 dict with a `type` and the fields listed in `RECORD_FIELDS`; an unknown type or a missing field is
