@@ -261,7 +261,10 @@ class SlurmClient:
             log.info("sacct unavailable (%s); using scontrol show job", exc.stderr)
             records, accounting = [], False
         found = _group(wanted, records)
-        stale = [j for j in wanted if not found[j] or any(r.is_placeholder for r in found[j])]
+        # The controller has what accounting lacks: placeholder records, and the live reason of a
+        # pending job (sacct keeps the reason it stored at submission, often "None").
+        stale = [j for j in wanted if not found[j] or any(
+            r.is_placeholder or (r.step is None and r.state == "PENDING") for r in found[j])]
         if not stale:
             return found
         try:
@@ -350,7 +353,8 @@ class SlurmClient:
 
 def _merge_live(accounted: list[JobRecord], live: list[JobRecord]) -> list[JobRecord]:
     """sacct's records with placeholders replaced by the controller's record of that allocation
-    (keeping sacct's run numbering and steps); the controller's records if sacct had none."""
+    (keeping sacct's run numbering and steps) and pending ones given the controller's reason; the
+    controller's records if sacct had none."""
     if not accounted:
         return live
     by_allocation = {r.allocation_id: r for r in live}
@@ -359,6 +363,8 @@ def _merge_live(accounted: list[JobRecord], live: list[JobRecord]) -> list[JobRe
         current = by_allocation.get(record.allocation_id)
         if record.is_placeholder and current is not None:
             record = replace(current, restart_index=record.restart_index)
+        elif record.step is None and record.state == "PENDING" and current is not None:
+            record = replace(record, reason=current.reason)
         merged.append(record)
     return merged
 

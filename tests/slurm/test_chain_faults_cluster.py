@@ -268,7 +268,8 @@ def test_pending_reason_is_shown(tmp_path: Path) -> None:
     data = wait_for(lambda: (d := status(run_dir))["attempts"][0]["pending_reason"] and d,
                     "the pending reason")
     assert data["attempts"][0]["pending_reason"] == "BeginTime"
-    table = ftslurm("status", str(run_dir), "--sync-timeout", "60").stdout
-    assert "pending: BeginTime" in table, table
+    # SLURM's scheduling passes may blank the reason for a moment: poll the table too.
+    wait_for(lambda: "pending: BeginTime" in ftslurm("status", str(run_dir), "--sync-timeout",
+                                                     "60").stdout, "the table's pending reason")
     assert ftslurm("cancel", str(run_dir)).returncode == 0
     assert no_jobs_left(run_dir)

@@ -1,4 +1,5 @@
-"""A rendered 2-node script runs a gloo all-reduce to completion on the real dev cluster.
+"""A rendered 2-node script, submitted by `ftslurm submit`, runs a gloo all-reduce to completion
+on the real dev cluster.
 
 `launcher: torchrun` and `launcher: none` (srun + ftslurm.srun_env); the ft launcher has its own
 cluster tests. Every rank must see the right RANK / WORLD_SIZE / LOCAL_RANK and the arguments
@@ -11,15 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ftslurm.render import prepare_run_dir, render
 from ftslurm.spec import load_spec
+from tests.slurm.chain_util import ftslurm, run_ended
 
 REPO = Path(__file__).resolve().parents[2]
 ALLREDUCE = REPO / "examples" / "allreduce" / "allreduce.py"
@@ -27,12 +27,14 @@ NODES, NPROC = 2, 2
 HOSTILE_ARGS = ["two words", "$(touch pwned)", "`touch pwned`", "a;b", "it's", "ünï ✓"]
 
 
-def _submit_and_wait(script: Path) -> subprocess.CompletedProcess[str]:
-    """`sbatch --wait`: returns when the job ended, with the job's exit code."""
-    return subprocess.run(
-        ["sbatch", "--parsable", "--wait", str(script)], capture_output=True, text=True,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
-    )
+def _submit_and_wait(spec: Path, run_dir: Path) -> dict:
+    """`ftslurm submit` the spec (one attempt: `autoresume.max_attempts: 1`) and wait until the
+    run ended; the status JSON. A script submitted by plain sbatch would not train: the ledger
+    must confirm every job as the run's attempt."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = ftslurm("submit", "--backend", "slurm", str(spec), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run_ended(run_dir)
 
 
 @pytest.mark.slurm
@@ -51,19 +53,18 @@ def test_two_node_allreduce_runs_to_completion(launcher: str, tmp_path: Path) ->
         "python": sys.executable,
         "command": ["allreduce.py", str(out_dir), *HOSTILE_ARGS],
         "env": {"GLOO_SOCKET_IFNAME": "lo"},
+        "autoresume": {"max_attempts": 1},
     }
     if launcher != "none":
         spec_data["max_restarts"] = 0
     (project / "job.yaml").write_text(yaml.safe_dump(spec_data), encoding="utf-8")
     spec = load_spec(project / "job.yaml")
-    prepare_run_dir(spec)
-    script = spec.run_dir / "job.sbatch"
-    script.write_text(render(spec), encoding="utf-8")
 
-    result = _submit_and_wait(script)
+    data = _submit_and_wait(project / "job.yaml", spec.run_dir)
 
     logs = "\n".join(path.read_text(errors="replace") for path in spec.logs_dir.glob("*.out"))
-    assert result.returncode == 0, f"sbatch: {result.stdout}{result.stderr}\njob output:\n{logs}"
+    first = data["attempts"][0]
+    assert (first["outcome"], first["exit_code"]) == ("stopped", 0), f"{first}\n{logs}"
     records = sorted(
         (json.loads(path.read_text()) for path in out_dir.glob("rank-*.json")),
         key=lambda record: record["rank"],

@@ -177,3 +177,16 @@ def test_placeholder_accounting_record_is_completed_from_the_controller(fake_bin
     assert summary.allocation.nodes == ("n1", "n2")
     assert summary.allocation.partition == "batch"
     assert {s.step for s in summary.steps} == {"batch", "0"}
+
+
+def test_a_pending_job_gets_the_controllers_reason() -> None:
+    """sacct keeps the reason stored at submission ("None"); the controller has the live one."""
+    from ftslurm.slurm import _merge_live
+    from ftslurm.slurm_parse import JobRecord
+
+    accounted = [JobRecord("7", None, None, None, "PENDING", reason="None", raw_id="7",
+                           partition="batch")]
+    live = [JobRecord("7", None, None, None, "PENDING", reason="BeginTime", raw_id="7",
+                      source="scontrol")]
+    merged = _merge_live(accounted, live)
+    assert [(r.state, r.reason, r.source) for r in merged] == [("PENDING", "BeginTime", "sacct")]

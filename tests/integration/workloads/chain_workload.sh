@@ -7,7 +7,7 @@
 #   hold         run 1 makes progress (writes $FTSLURM_RUN_DIR/progress every second), ignoring
 #                SIGTERM, until it is killed; run 2 finishes
 #   finish       write the finished flag
-#   kill-once    run 1 repairs sbatch (removes $TEST_SHIM_DIR/sbatch-broken) and dies of
+#   kill-once    run 1 repairs sbatch (removes $TEST_SHIM_DIR/broken) and dies of
 #                SIGKILL; run 2 finishes
 #   wait-file    wait until $FTSLURM_RUN_DIR/go exists (making progress), then finish
 set -u
@@ -24,7 +24,7 @@ case "$mode" in
   finish) finish ;;
   kill-once)
     [ "$n" -ge 2 ] && finish
-    rm -f "${TEST_SHIM_DIR:-/nonexistent}/sbatch-broken"
+    rm -f "${TEST_SHIM_DIR:-/nonexistent}/broken"
     kill -KILL $$
     ;;
   wait-file)
