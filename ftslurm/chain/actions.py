@@ -175,7 +175,7 @@ def _needs_sync(view: AttemptView, only: Sequence[int] | None) -> bool:
 def query_scheduler(scheduler: Scheduler, state: RunState, *,
                     only: Sequence[int] | None = None) -> dict[str, JobState]:
     """ONE `states()` query for every attempt in flight or ended provisionally (no lock held)."""
-    ids = [a.job_id for a in state.attempts if a.job_id and _needs_sync(a, only)]
+    ids = [str(a.job_id) for a in state.attempts if _needs_sync(a, only)]
     return scheduler.states(ids) if ids else {}
 
 
@@ -292,14 +292,13 @@ def withdraw_leftovers(ledger: Ledger, scheduler: Scheduler, reason: str) -> Run
     """Cancel the attempts of an ended run that never started (pre-scheduled successors, and
     reservations whose submission may have gone through: their tag is looked up) and record
     them as withdrawn. Running attempts are left to end (and be recorded) by themselves."""
-    state = ledger.state()
     now = time.time()
-    for view in state.attempts:
+    for view in ledger.state().never_started:
         if view.status == "reserved":
             if view.claimed(now):
                 continue  # being submitted right now: its submitter withdraws it (above)
             job_ids = list(scheduler.find(view.tag))
-        elif view.status == "submitted" and view.job_id:
+        elif view.job_id:
             job_ids = [view.job_id]
         else:
             continue

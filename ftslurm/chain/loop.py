@@ -65,8 +65,7 @@ class WatchUpdate:
 def _has_leftovers(state: RunState) -> bool:
     """An attempt that never started is still reserved or queued (to withdraw), or the run has
     not recorded its end yet."""
-    return state.run_status == "running" or any(
-        a.status in ("reserved", "submitted") for a in state.attempts)
+    return state.run_status == "running" or bool(state.never_started)
 
 
 def _signature(state: RunState, jobs: dict[str, JobState]) -> tuple[object, ...]:

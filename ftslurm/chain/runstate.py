@@ -139,6 +139,11 @@ class RunState:
         return tuple(a for a in self.attempts if a.in_flight)
 
     @property
+    def never_started(self) -> tuple[AttemptView, ...]:
+        """Attempts reserved or queued that have not started: what stopping the run withdraws."""
+        return tuple(a for a in self.attempts if a.status in ("reserved", "submitted"))
+
+    @property
     def last_ended(self) -> AttemptView | None:
         """The highest-numbered ended attempt, if any."""
         ended = [a for a in self.attempts if a.status == "ended"]

@@ -257,7 +257,7 @@ def run_cancel(args: argparse.Namespace) -> int:
         while True:
             state, _ = sync_with_scheduler(ledger, settings, scheduler, ledger.state(),
                                            source="cancel")
-            if any(a.status in ("reserved", "submitted") for a in state.attempts):
+            if state.never_started:
                 # a submission in flight ended (its submitter recorded a job, or died)
                 state = withdraw_leftovers(ledger, scheduler, "cancelled by `ftslurm cancel`")
             left = [a for a in state.attempts if a.in_flight or a.provisional]
