@@ -3,7 +3,7 @@
 Importing the package is cheap: heavy parts (torch, the launcher, Lightning) load only when used.
 """
 
-from ftslurm.shutdown import GracefulShutdown, PeerLostError
+from ftslurm.fault_tolerance.shutdown import GracefulShutdown, PeerLostError
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,8 @@
 """A tiny gloo all-reduce: every rank adds its rank number and checks the sum.
 
 Started by any launcher that sets torchrun's variables (ftslurm launch, torchrun, or
-`python -m ftslurm.srun_env` under srun). Each rank writes OUT_DIR/rank-<RANK>.json with what it
+`python -m ftslurm.slurm.srun_env` under srun). Each rank writes OUT_DIR/rank-<RANK>.json with
+what it
 saw (its environment, the sum, its command-line arguments), so a test can check every rank.
 
     python allreduce.py OUT_DIR [EXTRA_ARGS...]

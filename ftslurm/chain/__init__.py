@@ -1,1 +1,1 @@
-"""The chain of attempts: ledger (run-dir state), policy (classify, decide), loop."""
+"""The chain of attempts: outcomes, the ledger (run-dir state), policy, hooks, the watch loop."""

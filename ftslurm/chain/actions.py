@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Literal
 
 from ftslurm import exit_codes
+from ftslurm.backends.base import AttemptRequest, JobState, Scheduler
+from ftslurm.backends.local import LocalScheduler
+from ftslurm.backends.slurm import SlurmScheduler
 from ftslurm.chain.ledger import Ledger, read_progress
 from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import Classification, Decision, blame_nodes, classify
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings
-from ftslurm.chain.slurm_scheduler import SlurmScheduler
-from ftslurm.scheduler import AttemptRequest, JobState, LocalScheduler, Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ftslurm import env_vars, exit_codes
+from ftslurm.backends.base import Scheduler
 from ftslurm.chain.actions import (
     classify_exit,
     launch_status,
@@ -54,8 +55,7 @@ from ftslurm.chain.policy import decide, exclusions
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
 from ftslurm.errors import FtslurmError, UsageError
-from ftslurm.hostlist import expand_hostlist
-from ftslurm.scheduler import Scheduler
+from ftslurm.slurm.hostlist import expand_hostlist
 
 log = logging.getLogger(__name__)
 

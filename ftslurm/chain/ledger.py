@@ -69,7 +69,7 @@ LEDGER_FILE = "ledger.json"
 PROGRESS_FILE = "progress"
 _MOVE_ASIDE = "move the run directory (or the file) aside and start a new run"
 #: How long a claim to submit an attempt holds: longer than any sbatch call with its retries
-#: (ftslurm.slurm: 60 s timeout, never retried after a timeout).
+#: (ftslurm.slurm.client: 60 s timeout, never retried after a timeout).
 SUBMIT_CLAIM_S = 300.0
 
 

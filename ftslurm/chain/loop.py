@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftslurm.backends.base import JobState, Scheduler
 from ftslurm.chain.actions import make_scheduler, stop_run, submit_attempt, sync_with_scheduler
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.policy import Decision, decide
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.scheduler import JobState, Scheduler
-from ftslurm.slurm import SlurmCommandError
+from ftslurm.slurm.client import SlurmCommandError
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from ftslurm.atomic import write_json_atomic
 from ftslurm.chain.ledger import LEDGER_FILE, Ledger, fingerprint
-from ftslurm.chain.local_script import render_local
 from ftslurm.chain.policy import ChainConfig
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import CHAIN_FILE, Backend, ChainSettings, Mode
 from ftslurm.errors import UsageError
-from ftslurm.render import ft_config_text, render, write_atomic
-from ftslurm.spec import JobSpec, load_spec
+from ftslurm.render.local_script import render_local
+from ftslurm.render.script import ft_config_text, render, write_atomic
+from ftslurm.spec.model import JobSpec, load_spec
 
 #: The copy of the job spec kept in the run dir (for people; paths in it are relative to the
 #: original's folder).

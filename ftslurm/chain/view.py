@@ -13,13 +13,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ftslurm.backends.base import JobState
 from ftslurm.chain.actions import signal_name
 from ftslurm.chain.loop import WatchUpdate
 from ftslurm.chain.outcome import next_consecutive_failures
 from ftslurm.chain.policy import exclusions
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings
-from ftslurm.scheduler import JobState
 
 _OUTCOME_STYLE = {
     "finished": "bold green", "stopped": "cyan", "preempted": "yellow", "timeout": "yellow",

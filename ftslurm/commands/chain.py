@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from ftslurm import exit_codes
+from ftslurm.backends.base import JobState
 from ftslurm.chain import hooks
 from ftslurm.chain.actions import (
     apply_job_states,
@@ -38,7 +39,6 @@ from ftslurm.chain.view import (
     status_data,
 )
 from ftslurm.errors import FtslurmError, UsageError
-from ftslurm.scheduler import JobState
 
 #: How long `ftslurm cancel` waits for cancelled jobs to be reported ended.
 CANCEL_WAIT_S = 180.0

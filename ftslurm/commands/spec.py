@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ftslurm import exit_codes
 from ftslurm.errors import UsageError
-from ftslurm.render import render, write_atomic
-from ftslurm.spec import JobSpec, load_spec
+from ftslurm.render.script import render, write_atomic
+from ftslurm.spec.model import JobSpec, load_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

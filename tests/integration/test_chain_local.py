@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ftslurm.backends.local import LocalScheduler
 from ftslurm.chain.ledger import Ledger
-from ftslurm.scheduler import LocalScheduler
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "tests" / "integration" / "workloads" / "chain_workload.sh"

@@ -24,10 +24,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-import ftslurm.lightning as ftl  # noqa: E402
+import ftslurm.lightning.callback as ftl  # noqa: E402
 from ftslurm.fault_tolerance.heartbeat import STOP_VOTED_FILE, Slot, slot_path  # noqa: E402
 from ftslurm.lightning import FaultToleranceCallback, FaultToleranceCallbackError  # noqa: E402
-from ftslurm.lightning_state import load_state, merge_timeouts, save_state  # noqa: E402
+from ftslurm.lightning.state import load_state, merge_timeouts, save_state  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -198,7 +198,7 @@ def test_ftslurm_imports_without_lightning() -> None:
     code = (
         "import sys\n"
         "sys.modules['lightning'] = sys.modules['pytorch_lightning'] = None\n"
-        "import ftslurm, ftslurm.fault_tolerance, ftslurm.lightning_state\n"
+        "import ftslurm, ftslurm.fault_tolerance, ftslurm.lightning.state\n"
         "try:\n"
         "    import ftslurm.lightning\n"
         "except ImportError as error:\n"

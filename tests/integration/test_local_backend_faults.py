@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ftslurm import env_vars
-from ftslurm.scheduler import AttemptRequest, JobState, LocalScheduler
+from ftslurm.backends import AttemptRequest, JobState, LocalScheduler
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

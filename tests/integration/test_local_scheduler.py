@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ftslurm import env_vars
-from ftslurm.scheduler import AttemptRequest, JobState, LocalScheduler, Scheduler
+from ftslurm.backends import AttemptRequest, JobState, LocalScheduler, Scheduler
 from tests.waiting import wait_for
 
 
@@ -146,7 +146,7 @@ def test_job_outlives_the_process_that_submitted_it(tmp_path: Path) -> None:
             f"""
             import os
             from pathlib import Path
-            from ftslurm.scheduler import AttemptRequest, LocalScheduler
+            from ftslurm.backends.local import AttemptRequest, LocalScheduler
             job = LocalScheduler({str(tmp_path / 'jobs')!r}).submit(AttemptRequest(
                 script=Path({str(script(tmp_path, f'while [ ! -e {release} ]; do sleep 0.1; done'
                                                f'; exit 5'))!r}),

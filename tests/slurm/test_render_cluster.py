@@ -1,10 +1,10 @@
 """A rendered 2-node script, submitted by `ftslurm submit`, runs a gloo all-reduce to completion
 on the real dev cluster.
 
-`launcher: torchrun` and `launcher: none` (srun + ftslurm.srun_env); the ft launcher has its own
-cluster tests. Every rank must see the right RANK / WORLD_SIZE / LOCAL_RANK and the arguments
-exactly as written in the spec, hostile ones included (they pass through sbatch, bash, srun and
-the launcher).
+`launcher: torchrun` and `launcher: none` (srun + ftslurm.slurm.srun_env); the ft launcher has
+its own cluster tests. Every rank must see the right RANK / WORLD_SIZE / LOCAL_RANK and the
+arguments exactly as written in the spec, hostile ones included (they pass through sbatch, bash,
+srun and the launcher).
 """
 
 from __future__ import annotations

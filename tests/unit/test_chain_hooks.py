@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import pytest
 
+from ftslurm.backends import AttemptRequest, JobState, Scheduler
 from ftslurm.chain import hooks
 from ftslurm.chain.actions import apply_job_states, launch_status, submit_attempt
 from ftslurm.chain.ledger import Ledger
@@ -17,7 +18,6 @@ from ftslurm.chain.outcome import Outcome
 from ftslurm.chain.policy import ChainConfig, decide
 from ftslurm.chain.settings import ChainSettings, ChainSettingsError, load_settings
 from ftslurm.errors import UsageError
-from ftslurm.scheduler import AttemptRequest, JobState, Scheduler
 from ftslurm.slurm import SlurmCommandError
 
 

@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftslurm import shell
 from ftslurm.render import launcher_command, render, srun_options
+from ftslurm.render import quoting as shell
 from ftslurm.spec import parse_spec
 
 FRAGMENTS = ["$(touch pwned)", "`touch pwned`", "'", '"', ";", "\n", " ", "\\", "*", "$HOME",
@@ -143,7 +143,7 @@ def test_hostile_values_arrive_unchanged(
     assert argv[: len(options)] == options
     rest = argv[len(options):]
     if launcher == "none":
-        assert rest == [python, "-m", "ftslurm.srun_env", "--", python, "train.py", *args]
+        assert rest == [python, "-m", "ftslurm.slurm.srun_env", "--", python, "train.py", *args]
     else:
         head = ([python, "-m", "ftslurm.cli", "launch"] if launcher == "ft"
                 else [python, "-m", "torch.distributed.run"])

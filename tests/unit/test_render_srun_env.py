@@ -1,4 +1,4 @@
-"""`python -m ftslurm.srun_env`: torchrun's variables from SLURM's, for launcher none."""
+"""`python -m ftslurm.slurm.srun_env`: torchrun's variables from SLURM's, for launcher none."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ftslurm.srun_env import SrunEnvError, rank_environment, tasks_per_node
+from ftslurm.slurm.srun_env import SrunEnvError, rank_environment, tasks_per_node
 
 TASK = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
         "SLURM_STEP_TASKS_PER_NODE": "2(x3),2", "MASTER_ADDR": "n1", "MASTER_PORT": "24242"}
@@ -39,7 +39,7 @@ def test_missing_variables_are_named() -> None:
 def test_main_execs_the_command_with_the_rank_environment() -> None:
     code = "import json, os; print(json.dumps({k: os.environ[k] for k in ('RANK', 'WORLD_SIZE')}))"
     result = subprocess.run(
-        [sys.executable, "-m", "ftslurm.srun_env", "--", sys.executable, "-c", code],
+        [sys.executable, "-m", "ftslurm.slurm.srun_env", "--", sys.executable, "-c", code],
         env={**os.environ, **TASK}, capture_output=True, text=True, check=True,
     )
     assert json.loads(result.stdout) == {"RANK": "5", "WORLD_SIZE": "8"}
@@ -47,6 +47,6 @@ def test_main_execs_the_command_with_the_rank_environment() -> None:
 
 def test_main_outside_srun_is_a_usage_error() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    result = subprocess.run([sys.executable, "-m", "ftslurm.srun_env", "--", "true"],
+    result = subprocess.run([sys.executable, "-m", "ftslurm.slurm.srun_env", "--", "true"],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 2 and "SLURM_PROCID" in result.stderr

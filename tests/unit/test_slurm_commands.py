@@ -181,8 +181,8 @@ def test_placeholder_accounting_record_is_completed_from_the_controller(fake_bin
 
 def test_a_pending_job_gets_the_controllers_reason() -> None:
     """sacct keeps the reason stored at submission ("None"); the controller has the live one."""
-    from ftslurm.slurm import _merge_live
-    from ftslurm.slurm_parse import JobRecord
+    from ftslurm.slurm.client import _merge_live
+    from ftslurm.slurm.parse import JobRecord
 
     accounted = [JobRecord("7", None, None, None, "PENDING", reason="None", raw_id="7",
                            partition="batch")]

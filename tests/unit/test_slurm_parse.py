@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftslurm.hostlist import HostlistError
-from ftslurm.slurm_parse import (
+from ftslurm.slurm.hostlist import HostlistError
+from ftslurm.slurm.parse import (
     JobId,
     SlurmParseError,
     SubmittedJob,

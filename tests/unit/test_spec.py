@@ -11,7 +11,7 @@ import pytest
 from ftslurm import exit_codes
 from ftslurm.errors import UsageError
 from ftslurm.spec import load_spec
-from ftslurm.spec_fields import SpecError
+from ftslurm.spec.fields import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,7 +184,7 @@ def test_docs_cover_every_key_and_placeholder() -> None:
     from ftslurm.fault_tolerance.config import FaultToleranceConfig
     from ftslurm.render import PLACEHOLDERS
     from ftslurm.spec import TOP_LEVEL_KEYS
-    from ftslurm.spec_sections import AutoResume, Signals
+    from ftslurm.spec.sections import AutoResume, Signals
 
     docs = (REPO / "docs" / "job-spec.md").read_text()
     keys = [*TOP_LEVEL_KEYS, *PLACEHOLDERS,
@@ -197,13 +197,13 @@ def test_docs_cover_every_key_and_placeholder() -> None:
 
 def test_docs_state_every_refusal_and_bound() -> None:
     from ftslurm.spec import RUN_DIR_RESERVED_NAMES
-    from ftslurm.spec_limits import (
+    from ftslurm.spec.limits import (
         NODES_WARNING_ABOVE,
         REFUSED_ENV,
         REFUSED_ENV_PREFIXES,
         REFUSED_SBATCH_OPTIONS,
     )
-    from ftslurm.spec_yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+    from ftslurm.spec.yaml_loader import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
     docs = (REPO / "docs" / "job-spec.md").read_text()
     names = [*RUN_DIR_RESERVED_NAMES, *REFUSED_ENV, *(f"{p}*" for p in REFUSED_ENV_PREFIXES),

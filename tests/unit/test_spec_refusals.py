@@ -15,11 +15,11 @@ import pytest
 
 from ftslurm import exit_codes
 from ftslurm.errors import UsageError
-from ftslurm.slurm_time import MAX_TIME_SECONDS, TimeFormatError, parse_time
 from ftslurm.spec import RUN_DIR_RESERVED_NAMES, load_spec
-from ftslurm.spec_fields import SpecError
-from ftslurm.spec_limits import NODES_WARNING_ABOVE
-from ftslurm.spec_yaml import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+from ftslurm.spec.duration import MAX_TIME_SECONDS, TimeFormatError, parse_time
+from ftslurm.spec.fields import SpecError
+from ftslurm.spec.limits import NODES_WARNING_ABOVE
+from ftslurm.spec.yaml_loader import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 HEAD = "name: demo\ncommand: train.py\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftslurm.slurm_time import TimeFormatError, format_seconds, parse_time
+from ftslurm.spec.duration import TimeFormatError, format_seconds, parse_time
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -18,8 +18,8 @@ from typing import Any
 from ftslurm import exit_codes
 from ftslurm.errors import UsageError
 from ftslurm.fault_tolerance.config import FaultToleranceConfig, parse_value
-from ftslurm.spec_fields import Section, check_writable_place, signal_name
-from ftslurm.spec_yaml import YScalar, to_python
+from ftslurm.spec.fields import Section, check_writable_place, signal_name
+from ftslurm.spec.yaml_loader import YScalar, to_python
 
 DEFAULT_MAX_FAILURES = 3
 DEFAULT_MAX_ATTEMPTS = 100

@@ -2,7 +2,7 @@
 
 Drop-in for nvidia-resiliency-ext's callback of the same name::
 
-    from ftslurm.lightning import FaultToleranceCallback
+    from ftslurm.lightning.callback import FaultToleranceCallback
 
     trainer = L.Trainer(..., callbacks=[FaultToleranceCallback(autoresume=True,
                                                                calculate_timeouts=True)])
@@ -34,12 +34,13 @@ except ImportError:  # pragma: no cover - depends on what is installed
         from pytorch_lightning.callbacks import Callback, ModelCheckpoint
     except ImportError as error:
         raise ImportError(
-            "ftslurm.lightning needs PyTorch Lightning: pip install 'ftslurm[lightning]'"
+            "ftslurm.lightning.callback needs PyTorch Lightning: pip install 'ftslurm[lightning]'"
         ) from error
 
 from ftslurm.fault_tolerance.client import RankMonitorClient
 from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV
-from ftslurm.lightning_state import (
+from ftslurm.fault_tolerance.shutdown import DEFAULT_SIGNALS, GracefulShutdown
+from ftslurm.lightning.state import (
     FLAG_ENV,
     STATE_FILE,
     flag_path_from_env,
@@ -48,7 +49,6 @@ from ftslurm.lightning_state import (
     save_state,
     write_flag,
 )
-from ftslurm.shutdown import DEFAULT_SIGNALS, GracefulShutdown
 
 _warned_outside_launcher = False
 
@@ -122,7 +122,7 @@ class FaultToleranceCallback(Callback):
         calculate_timeouts: bool,
         simulated_fault_params: Any = None,
         exp_dir: str | os.PathLike[str] | None = None,
-        logger_name: str | None = "ftslurm.lightning",
+        logger_name: str | None = "ftslurm.lightning.callback",
         *,
         min_train_iters: int = MIN_TRAIN_ITERS_FOR_TIMEOUTS,
         stop_signals: Iterable[int] = DEFAULT_SIGNALS,
@@ -141,7 +141,7 @@ class FaultToleranceCallback(Callback):
         self.autoresume = autoresume
         self.calculate_timeouts = calculate_timeouts
         self.exp_dir: Path | None = Path(exp_dir) if exp_dir is not None else None
-        self.logger = logging.getLogger(logger_name or "ftslurm.lightning")
+        self.logger = logging.getLogger(logger_name or "ftslurm.lightning.callback")
         self.min_train_iters = min_train_iters
         self.stop_signals = tuple(stop_signals)
         self.stop_check_every = stop_check_every

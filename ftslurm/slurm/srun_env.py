@@ -1,4 +1,4 @@
-"""`python -m ftslurm.srun_env -- CMD...`: run CMD as one rank of an `srun` step (launcher none).
+"""`python -m ftslurm.slurm.srun_env -- CMD`: run CMD as one rank of an srun step (launcher none).
 
 srun starts one task per rank but sets only SLURM's variables; torch.distributed's `env://`
 initialization wants torchrun's. This maps them and then replaces itself with CMD (exec):
@@ -79,17 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        print("usage: python -m ftslurm.srun_env -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m ftslurm.slurm.srun_env -- COMMAND [ARGS...]", file=sys.stderr)
         return exit_codes.USAGE
     try:
         os.environ.update(rank_environment(os.environ))
     except SrunEnvError as error:
-        print(f"ftslurm.srun_env: error: {error}", file=sys.stderr)
+        print(f"ftslurm.slurm.srun_env: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
     try:
         os.execvp(args[0], args)
     except OSError as error:
-        print(f"ftslurm.srun_env: error: cannot run {args[0]!r}: {error}", file=sys.stderr)
+        print(f"ftslurm.slurm.srun_env: error: cannot run {args[0]!r}: {error}", file=sys.stderr)
         return 127
     return exit_codes.FAILED  # pragma: no cover (execvp does not return)
 

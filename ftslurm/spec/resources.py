@@ -2,7 +2,7 @@
 
 Covers nodes, ranks per node, GPUs, CPUs, memory, the time limit, placement (partition, account,
 qos, constraint, exclude, nodelist, exclusive) and the free-form `sbatch:` map of further
-`#SBATCH` options (minus those that break the chain: ftslurm.spec_limits).
+`#SBATCH` options (minus those that break the chain: ftslurm.spec.limits).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ftslurm.slurm_time import TimeFormatError, parse_time
-from ftslurm.spec_fields import Section
-from ftslurm.spec_limits import NODES_WARNING_ABOVE, sbatch_option_problem
-from ftslurm.spec_yaml import YScalar
+from ftslurm.spec.duration import TimeFormatError, parse_time
+from ftslurm.spec.fields import Section
+from ftslurm.spec.limits import NODES_WARNING_ABOVE, sbatch_option_problem
+from ftslurm.spec.yaml_loader import YScalar
 
 #: sbatch options that ftslurm writes itself, and the spec key to use instead.
 MANAGED_SBATCH_OPTIONS: dict[str, str] = {

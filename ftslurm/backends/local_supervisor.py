@@ -1,6 +1,6 @@
-"""`python -m ftslurm.local_supervisor JOB_DIR LOCK_FD`: runs one local job the way SLURM would.
+"""`python -m ftslurm.backends.local_supervisor JOB_DIR LOCK_FD`: one local job, run as SLURM would.
 
-Started by `ftslurm.scheduler.LocalScheduler.submit` in its own session, so it outlives the
+Started by `ftslurm.backends.local.LocalScheduler.submit` in its own session, so it outlives the
 process that submitted it. It holds the job's supervisor lock (inherited as LOCK_FD) for its whole
 life, waits for the job's dependency, runs the script in a new process group with a marker in its
 environment (`FTSLURM_LOCAL_JOB=<job dir>:<random token>`, inherited by every descendant, even
@@ -33,13 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ftslurm import env_vars, proc_marker
+from ftslurm import env_vars
 from ftslurm.atomic import write_json_atomic
-from ftslurm.scheduler import (
+from ftslurm.backends import proc_marker
+from ftslurm.backends.base import AttemptRequest
+from ftslurm.backends.local import (
     CANCEL_FILE,
     JOB_FILE,
     STATE_FILE,
-    AttemptRequest,
     LocalScheduler,
     default_env,
     read_json,
@@ -238,10 +239,10 @@ def free_port() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: `python -m ftslurm.local_supervisor JOB_DIR LOCK_FD`."""
+    """Entry point: `python -m ftslurm.backends.local_supervisor JOB_DIR LOCK_FD`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
-        print("usage: python -m ftslurm.local_supervisor JOB_DIR LOCK_FD", file=sys.stderr)
+        print("usage: python -m ftslurm.backends.local_supervisor JOB_DIR LOCK_FD", file=sys.stderr)
         return 2
     job_dir, _lock_fd = Path(args[0]), int(args[1])  # the lock fd stays open until we exit
     supervisor = Supervisor(job_dir)

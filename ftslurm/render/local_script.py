@@ -5,14 +5,14 @@ launch runs directly (`ftslurm launch --standalone`, `torch.distributed.run --st
 process per rank for `launcher: none`). Everything else is the same as under SLURM: the
 environment, the setup lines, the chain hooks, and the warning signal (sent by the local
 supervisor to this script only, like `--signal=B:...`) turned into SIGTERM for the launch. Values
-come from `ftslurm.render.substitutions`, so they are quoted the same way.
+come from `ftslurm.render.script.substitutions`, so they are quoted the same way.
 """
 
 from __future__ import annotations
 
 from ftslurm.errors import UsageError
-from ftslurm.render import ScriptTemplate, substitutions
-from ftslurm.spec import JobSpec
+from ftslurm.render.script import ScriptTemplate, substitutions
+from ftslurm.spec.model import JobSpec
 
 TEMPLATE = """\
 #!/bin/bash

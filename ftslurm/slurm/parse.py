@@ -1,4 +1,4 @@
-"""Pure parsers for the output of SLURM commands (no subprocess here: see `ftslurm.slurm`).
+"""Pure parsers for the output of SLURM commands (no subprocess here: see `ftslurm.slurm.client`).
 
 Everything takes text and returns typed values, so it is unit-tested on recorded outputs
 (tests/unit/fixtures/slurm/).
@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from ftslurm.hostlist import HostlistError, compress_hostlist, expand_hostlist
+from ftslurm.slurm.hostlist import HostlistError, compress_hostlist, expand_hostlist
 
-#: The sacct fields `ftslurm.slurm` asks for, in this order (`--format=` + ",".join(...)).
+#: The sacct fields `ftslurm.slurm.client` asks for, in this order (`--format=` + ",".join(...)).
 SACCT_FIELDS: tuple[str, ...] = (
     "JobID",
     "JobIDRaw",

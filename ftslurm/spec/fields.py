@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftslurm.errors import UsageError
-from ftslurm.shell import directive_value_problem, value_problem
-from ftslurm.spec_yaml import YMapping, YNode, YScalar, YSequence, kind_of
+from ftslurm.render.quoting import directive_value_problem, value_problem
+from ftslurm.spec.yaml_loader import YMapping, YNode, YScalar, YSequence, kind_of
 
 _MISSING: Any = object()
 

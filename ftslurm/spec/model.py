@@ -18,18 +18,24 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ftslurm.errors import UsageError
-from ftslurm.shell import directive_value_problem
-from ftslurm.spec_fields import Issues, Section, check_writable_place
-from ftslurm.spec_limits import env_name_problem
-from ftslurm.spec_resources import Resources, read_resources
-from ftslurm.spec_sections import (
+from ftslurm.render.quoting import directive_value_problem
+from ftslurm.spec.fields import Issues, Section, check_writable_place
+from ftslurm.spec.limits import env_name_problem
+from ftslurm.spec.resources import Resources, read_resources
+from ftslurm.spec.sections import (
     AutoResume,
     Signals,
     read_autoresume,
     read_fault_tolerance,
     read_signals,
 )
-from ftslurm.spec_yaml import MAX_SPEC_BYTES, YamlLimitError, YMapping, load_yaml, size_problem
+from ftslurm.spec.yaml_loader import (
+    MAX_SPEC_BYTES,
+    YamlLimitError,
+    YMapping,
+    load_yaml,
+    size_problem,
+)
 
 Launcher = Literal["ft", "torchrun", "none"]
 LAUNCHERS: tuple[str, ...] = ("ft", "torchrun", "none")

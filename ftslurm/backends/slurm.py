@@ -1,4 +1,4 @@
-"""`SlurmScheduler`: the chain's `Scheduler` protocol over `ftslurm.slurm.SlurmClient`.
+"""`SlurmScheduler`: the chain's `Scheduler` protocol over `ftslurm.slurm.client.SlurmClient`.
 
 An attempt is tagged by its SLURM job name (`--job-name=<run id>.<attempt>`, readable in squeue),
 so `find(tag)` can look it up in the controller and in accounting after a watcher died between
@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from ftslurm.scheduler import AttemptRequest, JobState
-from ftslurm.slurm import SlurmClient, SlurmCommandError, submission_env
-from ftslurm.slurm_parse import parse_scontrol_show_job
+from ftslurm.backends.base import AttemptRequest, JobState
+from ftslurm.slurm.client import SlurmClient, SlurmCommandError, submission_env
+from ftslurm.slurm.parse import parse_scontrol_show_job
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every call has a timeout, retries transient controller errors with exponential backoff, and turns
 any failure into a `SlurmCommandError` that carries the command line, exit code and stderr.
-Parsing lives in `ftslurm.slurm_parse` (pure functions, tested on recorded outputs).
+Parsing lives in `ftslurm.slurm.parse` (pure functions, tested on recorded outputs).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from submitit.helpers import clean_env
 
 from ftslurm import exit_codes
 from ftslurm.errors import FtslurmError
-from ftslurm.slurm_parse import (
+from ftslurm.slurm.parse import (
     SACCT_FIELDS,
     JobRecord,
     JobSummary,

@@ -1,15 +1,12 @@
-"""The Scheduler protocol the chain drives (submit / states / cancel / find), and LocalScheduler.
+"""LocalScheduler: each attempt's bash script runs on this machine under a detached supervisor.
 
-SLURM (ftslurm.slurm, behind a SlurmScheduler) and the local backend look the same to the chain:
-states use SLURM's vocabulary (COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, ...).
-
-LocalScheduler runs each attempt's bash script on this machine under a detached supervisor
-(`python -m ftslurm.local_supervisor`, its own session) that outlives the submitting process,
-enforces the time limit like SLURM (warning signal `lead` seconds early, SIGTERM at the limit,
-SIGKILL after kill_wait) and writes the job's state atomically. Everything is on disk under
-`root/<job id>/`: job.json (the request), state.json (PENDING, RUNNING, then the final state),
-`cancel` (a cancel request), and `supervisor.lock`, which the supervisor holds locked (flock) for
-its whole life: a job whose lock is free and whose state is not final has lost its supervisor.
+The supervisor (`python -m ftslurm.backends.local_supervisor`, its own session) outlives the
+submitting process, enforces the time limit like SLURM (warning signal `lead` seconds early,
+SIGTERM at the limit, SIGKILL after kill_wait) and writes the job's state atomically. Everything is
+on disk under `root/<job id>/`: job.json (the request), state.json (PENDING, RUNNING, then the final
+state), `cancel` (a cancel request), and `supervisor.lock`, which the supervisor holds locked
+(flock) for its whole life: a job whose lock is free and whose state is not final has lost its
+supervisor.
 """
 
 from __future__ import annotations
@@ -23,94 +20,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ftslurm import env_vars
 from ftslurm.atomic import write_json_atomic
-from ftslurm.errors import FtslurmError
+from ftslurm.backends.base import FINAL_STATES, AttemptRequest, JobState, SchedulerError
 
-#: States after which a job never changes again.
-FINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY",
-    "BOOT_FAIL", "DEADLINE", "REQUEUED",
-})
-
-
-class SchedulerError(FtslurmError):
-    """A scheduler could not do what was asked (submit, cancel) or its state is unreadable."""
-
-
-@dataclass(frozen=True)
-class AttemptRequest:
-    """One attempt to submit: a bash script and how to run it."""
-
-    script: Path
-    #: Unique per run and attempt; `Scheduler.find(tag)` must find the job by it.
-    tag: str
-    workdir: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    job_name: str = "ftslurm"
-    #: Wall-clock limit in seconds (None: unlimited).
-    time_limit_s: float | None = None
-    #: Sent to the job `warning_lead_s` seconds before the time limit (SLURM's --signal).
-    warning_signal: int | None = None
-    warning_lead_s: float = 0.0
-    #: Send the warning to the script only, not its whole process group (SLURM's `B:` prefix).
-    warning_script_only: bool = False
-    #: Seconds between SIGTERM and SIGKILL (SLURM's KillWait).
-    kill_wait_s: float = 30.0
-    exclude_nodes: tuple[str, ...] = ()
-    #: Start only after this job has ended, whatever its state (SLURM's afterany).
-    after: str | None = None
-    #: Output files (default: `output.log` in the job's own folder for a local job).
-    stdout: Path | None = None
-    stderr: Path | None = None
-
-
-@dataclass(frozen=True)
-class JobState:
-    """A job's state as the scheduler reports it, in SLURM's vocabulary."""
-
-    job_id: str
-    state: str
-    exit_code: int | None = None
-    signal: int | None = None
-    nodes: tuple[str, ...] = ()
-    start: float | None = None
-    end: float | None = None
-    reason: str | None = None
-    cancelled_by: int | None = None
-    #: How often the scheduler requeued the job (each earlier run ended in one of
-    #: `earlier_states`, oldest first; e.g. ("PREEMPTED",)).
-    requeues: int = 0
-    earlier_states: tuple[str, ...] = ()
-
-    @property
-    def is_final(self) -> bool:
-        """True once the job has ended for good."""
-        return self.state in FINAL_STATES
-
-
-@runtime_checkable
-class Scheduler(Protocol):
-    """What the chain needs from a scheduler."""
-
-    def submit(self, request: AttemptRequest) -> str:
-        """Submit one attempt; return its job id."""
-
-    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
-        """The states of many jobs in one query; jobs the scheduler does not know are left out."""
-
-    def cancel(self, job_id: str) -> None:
-        """Cancel a job (pending or running); a job that has ended is left alone."""
-
-    def find(self, tag: str) -> list[str]:
-        """Ids of the jobs submitted with this tag (to reconcile a reservation after a crash)."""
-
-
-# -- the local job folder, shared with ftslurm.local_supervisor -----------------------------
+# -- the local job folder, shared with backends.local_supervisor ----------------------------
 
 JOB_FILE, STATE_FILE, CANCEL_FILE, LOCK_FILE = "job.json", "state.json", "cancel", "supervisor.lock"
 
@@ -202,7 +120,8 @@ class LocalScheduler:
                                                    "request": request_to_json(request)})
             with open(job_dir / "supervisor.log", "ab") as log:
                 child = subprocess.Popen(
-                    [sys.executable, "-m", "ftslurm.local_supervisor", str(job_dir), str(lock_fd)],
+                    [sys.executable, "-m", "ftslurm.backends.local_supervisor", str(job_dir),
+                     str(lock_fd)],
                     pass_fds=(lock_fd,), start_new_session=True, stdin=subprocess.DEVNULL,
                     stdout=log, stderr=log, cwd=job_dir,
                 )

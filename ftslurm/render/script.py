@@ -1,7 +1,7 @@
 """JobSpec -> sbatch script text, from the templates in `sbatch_templates/`.
 
 Templates are `string.Template`s whose placeholders are written `{{ name }}` (so bash's own `$x`
-and `${x}` stay untouched). Every value is made shell-safe here, by `ftslurm.shell`, before it is
+and `${x}` stay untouched). Every value is made shell-safe here, by `render.quoting`, before it is
 substituted; a template only places values. A line that holds nothing but placeholders whose
 values are empty (an optional `\\` continuation included) is left out, so optional parts leave no
 blank lines. `PLACEHOLDERS` lists what a custom template (`template:` in the spec) may use.
@@ -18,12 +18,13 @@ import string
 
 import yaml
 
-from ftslurm import env_vars, shell
+from ftslurm import env_vars
 from ftslurm.atomic import write_atomic
-from ftslurm.chain.script_hooks import end_hook, start_hook
 from ftslurm.errors import UsageError
-from ftslurm.spec import Command, JobSpec
-from ftslurm.spec_fields import suggestion
+from ftslurm.render import quoting
+from ftslurm.render.hooks import end_hook, start_hook
+from ftslurm.spec.fields import suggestion
+from ftslurm.spec.model import Command, JobSpec
 
 #: Built-in template of each launcher (files of the package `ftslurm.sbatch_templates`).
 BUILTIN_TEMPLATES: dict[str, str] = {
@@ -142,29 +143,29 @@ def substitutions(spec: JobSpec) -> dict[str, str]:
         "sbatch_directives": "\n".join(sbatch_directives(spec)),
         "environment": "\n".join(environment_lines(spec)),
         "setup": "\n".join((SETUP_HEADER, *spec.setup)) if spec.setup else "",
-        "chain_start": start_hook(shell.quote(launch.python)),
-        "chain_end": end_hook(shell.quote(launch.python),
+        "chain_start": start_hook(quoting.quote(launch.python)),
+        "chain_end": end_hook(quoting.quote(launch.python),
                               spec.signals.warning_signal.removeprefix("SIG")),
-        "warning_signal": shell.quote(spec.signals.warning_signal.removeprefix("SIG")),
-        "srun_options": shell.quote_args(srun_options(spec)),
-        "python": shell.quote(launch.python),
-        "nnodes": shell.quote(resources.nodes),
-        "nproc_per_node": shell.quote(resources.nproc_per_node),
-        "max_restarts": shell.quote(launch.max_restarts),
-        "stop_grace": shell.quote(spec.signals.stop_grace),
-        "ft_config": shell.quote(str(spec.ft_config_path)),
-        "launcher_args": shell.quote_args(launch.launcher_args),
-        "launcher_command": shell.quote_args(launcher_command(spec.command)),
-        "command": shell.quote_args(spec.command.argv(launch.python)),
-        "job_name": shell.quote(spec.name),
-        "run_dir": shell.quote(str(spec.run_dir)),
+        "warning_signal": quoting.quote(spec.signals.warning_signal.removeprefix("SIG")),
+        "srun_options": quoting.quote_args(srun_options(spec)),
+        "python": quoting.quote(launch.python),
+        "nnodes": quoting.quote(resources.nodes),
+        "nproc_per_node": quoting.quote(resources.nproc_per_node),
+        "max_restarts": quoting.quote(launch.max_restarts),
+        "stop_grace": quoting.quote(spec.signals.stop_grace),
+        "ft_config": quoting.quote(str(spec.ft_config_path)),
+        "launcher_args": quoting.quote_args(launch.launcher_args),
+        "launcher_command": quoting.quote_args(launcher_command(spec.command)),
+        "command": quoting.quote_args(spec.command.argv(launch.python)),
+        "job_name": quoting.quote(spec.name),
+        "run_dir": quoting.quote(str(spec.run_dir)),
     }
 
 
 def sbatch_directives(spec: JobSpec) -> list[str]:
     """The `#SBATCH` lines, in a fixed order, then the spec's `sbatch:` options in file order."""
     res = spec.resources
-    directive = shell.sbatch_directive
+    directive = quoting.sbatch_directive
     lines = [
         directive("job-name", spec.name),
         directive("nodes", res.nodes),
@@ -181,7 +182,7 @@ def sbatch_directives(spec: JobSpec) -> list[str]:
         lines.append(directive("exclusive"))
     lines += [
         directive("chdir", str(spec.workdir)),
-        directive("output", shell.slurm_filename(str(spec.logs_dir)) + "/%j.out"),
+        directive("output", quoting.slurm_filename(str(spec.logs_dir)) + "/%j.out"),
         directive("open-mode", "append"),
         directive("signal", spec.signals.sbatch_signal),
     ]
@@ -197,7 +198,7 @@ def environment_lines(spec: JobSpec) -> list[str]:
     ]
     if spec.launch.launcher == "ft":
         exports.append((env_vars.FT_CONFIG_FILE, str(spec.ft_config_path)))
-    return [shell.export_line(name, value) for name, value in (*exports, *spec.env)]
+    return [quoting.export_line(name, value) for name, value in (*exports, *spec.env)]
 
 
 def srun_options(spec: JobSpec) -> list[str]:

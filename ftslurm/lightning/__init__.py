@@ -1,0 +1,5 @@
+"""PyTorch Lightning integration: `FaultToleranceCallback` (needs the `lightning` extra)."""
+
+from ftslurm.lightning.callback import FaultToleranceCallback, FaultToleranceCallbackError
+
+__all__ = ["FaultToleranceCallback", "FaultToleranceCallbackError"]
