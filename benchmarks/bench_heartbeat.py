@@ -18,8 +18,9 @@ import statistics
 import sys
 import time
 
+from ftslurm import env_vars
 from ftslurm.fault_tolerance import RankMonitorClient
-from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, Slot, make_private_dir, slot_path
+from ftslurm.fault_tolerance.heartbeat import Slot, make_private_dir, slot_path
 
 
 def main() -> int:
@@ -29,7 +30,7 @@ def main() -> int:
     args = parser.parse_args()
 
     ipc_dir = make_private_dir()
-    os.environ[IPC_DIR_ENV], os.environ["RANK"] = str(ipc_dir), "0"
+    os.environ[env_vars.FT_IPC_DIR], os.environ[env_vars.RANK] = str(ipc_dir), "0"
     slot = Slot.create(slot_path(ipc_dir, 0), time.monotonic())
     client = RankMonitorClient()
     client.init_workload_monitoring()

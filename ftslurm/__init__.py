@@ -1,10 +1,30 @@
 """ftslurm: long PyTorch training runs on SLURM that finish on their own.
 
-Importing the package is cheap: heavy parts (torch, the launcher, Lightning) load only when used.
+Importing the package is cheap: it imports nothing else of ftslurm until a name is used, and the
+heavy parts (torch, the launcher, Lightning) load only when used.
 """
 
-from ftslurm.fault_tolerance.shutdown import GracefulShutdown, PeerLostError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ftslurm.fault_tolerance.shutdown import GracefulShutdown, PeerLostError
 
 __version__ = "0.1.0"
+
+#: The workload's API, and the module each name comes from (imported on first use).
+_LAZY = {
+    "GracefulShutdown": "ftslurm.fault_tolerance.shutdown",
+    "PeerLostError": "ftslurm.fault_tolerance.shutdown",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ftslurm' has no attribute {name!r}")
+
 
 __all__ = ["GracefulShutdown", "PeerLostError", "__version__"]

@@ -53,14 +53,14 @@ def _run_passthrough(name: str, argv: Sequence[str]) -> int:
     return int(func(list(argv)) or 0)
 
 
-def file_error(error: OSError) -> RunDirAccessError:
+def _file_error(error: OSError) -> RunDirAccessError:
     """An OSError on one of the run's files as an error naming the file (exit code 3)."""
     where = f"{error.filename}: " if error.filename else ""
     return RunDirAccessError(f"cannot use {where}{error.strerror or error}",
                              hint="check the permissions of the run directory and its files")
 
 
-def report_error(error: FtslurmError) -> None:
+def _report_error(error: FtslurmError) -> None:
     """Print an ftslurm error to stderr: one message, an optional hint, no traceback."""
     print(f"ftslurm: error: {error}", file=sys.stderr)
 
@@ -76,9 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.handler(args) or 0)
         except OSError as error:  # a file of the run that cannot be read or written
-            raise file_error(error) from error
+            raise _file_error(error) from error
     except FtslurmError as error:
-        report_error(error)
+        _report_error(error)
         return error.exit_code
     except KeyboardInterrupt:
         print("ftslurm: interrupted", file=sys.stderr)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from ftslurm import exit_codes
 
 
@@ -33,3 +36,11 @@ class RunDirAccessError(FtslurmError):
     other failures of what surrounds the run rather than of the user's input."""
 
     exit_code = exit_codes.SLURM_ERROR
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, or '' when none is close."""
+    choices = list(choices)
+    same_but_dashes = [c for c in choices if c.replace("-", "_") == word.replace("-", "_")]
+    matches = same_but_dashes or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f' (did you mean "{matches[0]}"?)' if matches else ""

@@ -1,4 +1,7 @@
-"""Shared pytest fixtures: the real SLURM dev cluster (started here when needed)."""
+"""Shared pytest fixtures: the real SLURM dev cluster (started here when needed).
+
+Only fixtures and hooks live here; tests import helpers from helper modules (tests/helpers.py,
+tests/waiting.py, tests/slurm/dev_cluster.py, ...), never from a conftest."""
 
 from __future__ import annotations
 
@@ -6,45 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.plugins.slurm_ci import running_in_ci
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEV_CLUSTER = REPO_ROOT / "scripts" / "slurm-dev-cluster"
-
-
-@dataclass(frozen=True)
-class DevCluster:
-    """What tests need to know about the running SLURM cluster."""
-
-    conf: Path
-    nodes: tuple[str, ...] = ("n1", "n2")
-    default_partition: str = "batch"
-    high_priority_partition: str = "urgent"
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def _healthy(conf: str) -> bool:
-    env = {**os.environ, "SLURM_CONF": conf}
-    try:
-        result = subprocess.run(
-            ["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and "UP" in result.stdout
-
-
-def _env_from_script() -> dict[str, str]:
-    out = subprocess.run(
-        [sys.executable, str(DEV_CLUSTER), "env", "--format", "lines"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+from tests.slurm.dev_cluster import DEV_CLUSTER, DevCluster, env_from_script, healthy
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +22,7 @@ def slurm_cluster() -> DevCluster:
     """The real SLURM cluster: the one named by a healthy $SLURM_CONF, or the dev cluster (started
     here if needed). Sets SLURM_CONF in os.environ for the whole session so subprocesses see it."""
     conf = os.environ.get("SLURM_CONF")
-    if conf and _healthy(conf):
+    if conf and healthy(conf):
         return DevCluster(conf=Path(conf), env={"SLURM_CONF": conf})
     if shutil.which("slurmctld") is None and not running_in_ci() and os.geteuid() != 0:
         pytest.skip("SLURM is not installed and we are not root: run scripts/slurm-dev-cluster up")
@@ -64,7 +34,7 @@ def slurm_cluster() -> DevCluster:
         if running_in_ci():
             pytest.fail(message)
         pytest.skip(message)
-    env = _env_from_script()
+    env = env_from_script()
     os.environ.update(env)
     return DevCluster(conf=Path(env["SLURM_CONF"]), env=env)
 
@@ -76,5 +46,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item, "fixturenames", ()
         ):
             item.fixturenames.insert(0, "slurm_cluster")
-
-

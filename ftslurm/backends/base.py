@@ -7,7 +7,7 @@ NODE_FAIL, ...).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -91,3 +91,7 @@ class Scheduler(Protocol):
 
     def find(self, tag: str) -> list[str]:
         """Ids of the jobs submitted with this tag (to reconcile a reservation after a crash)."""
+
+    def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
+        """Keep a pending job (a queued successor) off `nodes`; raise when that cannot be done
+        (e.g. too few nodes would be left). A backend with one node has nothing to exclude."""

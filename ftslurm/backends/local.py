@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,12 @@ class LocalScheduler:
             if data is not None and data.get("request", {}).get("tag") == tag:
                 found.append(job_dir.name)
         return found
+
+    def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
+        """Refused: every local job runs on this one machine."""
+        if nodes:
+            raise SchedulerError(f"cannot keep local job {job_id} off {', '.join(nodes)}: the "
+                                 "local backend runs every attempt on this machine")
 
 
 def default_env(request: AttemptRequest, job_id: str) -> dict[str, str]:

@@ -13,34 +13,32 @@ from __future__ import annotations
 
 import json
 import logging
-import signal as signals
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ftslurm import exit_codes
 from ftslurm.backends.base import AttemptRequest, JobState, Scheduler
 from ftslurm.backends.local import LocalScheduler
 from ftslurm.backends.slurm import SlurmScheduler
 from ftslurm.chain.ledger import Ledger, read_progress
-from ftslurm.chain.outcome import Outcome
+from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import Classification, Decision, blame_nodes, classify
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings
+from ftslurm.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 #: Launcher status event kinds that blame the node they happened on.
 BLAMING_EVENTS = ("crash", "hang")
-LOCAL_JOBS_DIR = "local_jobs"
-LAUNCHER_STATUS_DIR = "launcher_status"
 
 
 def make_scheduler(settings: ChainSettings, *, since: float | None = None) -> Scheduler:
     """The scheduler of the run's backend."""
     if settings.backend == "local":
-        return LocalScheduler(Path(settings.run_dir) / LOCAL_JOBS_DIR)
+        return LocalScheduler(RunDir(settings.run_dir).local_jobs)
     return SlurmScheduler(since=since)
 
 
@@ -49,7 +47,7 @@ def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
     (`<run_dir>/launcher_status/attempt-<N>.<node>.json`, see ftslurm.fault_tolerance.status).
     An unreadable file is skipped with a warning: blame is a hint, never a reason to fail."""
     nodes: list[str] = []
-    for path in sorted((Path(run_dir) / LAUNCHER_STATUS_DIR).glob(f"attempt-{attempt}.*.json")):
+    for path in RunDir(run_dir).launcher_statuses(attempt):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             events = data.get("events") or []
@@ -64,10 +62,10 @@ def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
     return list(dict.fromkeys(nodes))
 
 
-def _launcher_statuses(run_dir: str | Path, attempt: int) -> list[dict]:
+def _launcher_statuses(run_dir: str | Path, attempt: int) -> list[dict[str, Any]]:
     """The readable launcher status files of an attempt (one per node); others are skipped."""
     found = []
-    for path in sorted((Path(run_dir) / LAUNCHER_STATUS_DIR).glob(f"attempt-{attempt}.*.json")):
+    for path in RunDir(run_dir).launcher_statuses(attempt):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
@@ -190,7 +188,7 @@ def end_evidence(state: RunState, view: AttemptView, settings: ChainSettings
     only while no later attempt has started; otherwise they may be the later attempt's work, and
     its progress when it started is this attempt's progress at its end.
     """
-    if view.status == "ended":  # provisional: keep what it recorded
+    if view.status is AttemptStatus.ENDED:  # provisional: keep what it recorded
         return False, view.progress_after
     later = [a for a in state.attempts if a.number > view.number and a.started_at is not None]
     if not later:
@@ -208,7 +206,8 @@ def apply_job_states(ledger: Ledger, settings: ChainSettings, jobs: Mapping[str,
             job = jobs.get(str(view.job_id)) if _needs_sync(view, only) else None
             if job is None:
                 continue  # just submitted: the scheduler may not list it yet
-            if view.status == "running" and job.requeues > view.requeue_count and not job.is_final:
+            if (view.status is AttemptStatus.RUNNING and job.requeues > view.requeue_count
+                    and not job.is_final):
                 if job.state == "RUNNING":
                     _record_requeue(ledger, settings, view, job, source=source)
                 continue
@@ -217,7 +216,7 @@ def apply_job_states(ledger: Ledger, settings: ChainSettings, jobs: Mapping[str,
                 record_outcome(ledger, settings, view,
                                classify_job(settings, job, flag_exists=flag), job=job,
                                source=source, progress=progress)
-            elif job.state == "RUNNING" and view.status == "submitted":
+            elif job.state == "RUNNING" and view.status is AttemptStatus.SUBMITTED:
                 ledger.record_start(view.number, job.job_id, nodes=job.nodes,
                                     requeue_count=job.requeues,
                                     progress=read_progress(settings.run_dir))
@@ -253,7 +252,7 @@ def attempt_request(
     """The scheduler request for one attempt."""
     stdout = None
     if settings.backend == "local":
-        stdout = Path(settings.run_dir) / "logs" / f"attempt-{attempt}.out"
+        stdout = RunDir(settings.run_dir).attempt_log(attempt)
     return AttemptRequest(
         script=Path(settings.script), tag=tag, workdir=Path(settings.workdir),
         env=settings.attempt_env(attempt), job_name=settings.job_name,
@@ -276,7 +275,7 @@ def submit_attempt(
     record; the lock is never held across the scheduler call). Returns its job id, or None when
     another process is submitting it right now. A job that lands after the run ended (a cancel
     or stop came in while sbatch ran) is cancelled again and recorded as withdrawn."""
-    assert decision.action == "submit" and decision.attempt is not None
+    assert decision.action is Action.SUBMIT and decision.attempt is not None
     number = decision.attempt
 
     def submit(tag: str) -> str:
@@ -284,7 +283,7 @@ def submit_attempt(
                                                 exclude=decision.exclude_nodes, after=after))
 
     job_id = ledger.submit_attempt(number, submit, scheduler.find)
-    if job_id is not None and ledger.state().run_status != "running":
+    if job_id is not None and ledger.state().run_status is not RunStatus.RUNNING:
         withdraw_leftovers(ledger, scheduler, "the run ended while it was being submitted")
     return job_id
 
@@ -295,7 +294,7 @@ def withdraw_leftovers(ledger: Ledger, scheduler: Scheduler, reason: str) -> Run
     them as withdrawn. Running attempts are left to end (and be recorded) by themselves."""
     now = time.time()
     for view in ledger.state().never_started:
-        if view.status == "reserved":
+        if view.status is AttemptStatus.RESERVED:
             if view.claimed(now):
                 continue  # being submitted right now: its submitter withdraws it (above)
             job_ids = list(scheduler.find(view.tag))
@@ -315,19 +314,11 @@ def withdraw_leftovers(ledger: Ledger, scheduler: Scheduler, reason: str) -> Run
 def stop_run(ledger: Ledger, scheduler: Scheduler, decision: Decision) -> RunState:
     """Record the run's end first (so a successor starting now skips its launch), then cancel
     the attempts that never started and record them as withdrawn. Safe to repeat."""
-    assert decision.run_status is not None and decision.run_status != "running"
+    assert decision.run_status is not None and decision.run_status is not RunStatus.RUNNING
     ledger.record_run_end(decision.run_status, decision.reason)
     return withdraw_leftovers(ledger, scheduler, decision.reason)
 
 
-def signal_name(number: int | None) -> str:
-    """`15` -> `SIGTERM` (for messages)."""
-    if number is None:
-        return "-"
-    try:
-        return signals.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 __all__ = [
@@ -336,6 +327,7 @@ __all__ = [
     "classify_exit",
     "classify_job",
     "end_evidence",
+    "launch_status",
     "launcher_event_nodes",
     "make_scheduler",
     "query_scheduler",

@@ -50,7 +50,7 @@ from ftslurm.chain.actions import (
     sync_with_scheduler,
 )
 from ftslurm.chain.ledger import Ledger, read_progress
-from ftslurm.chain.outcome import Outcome
+from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import decide, exclusions
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
@@ -93,16 +93,16 @@ class JobContext:
         SLURM_JOB_NODELIST and SLURM_RESTART_COUNT."""
         env = os.environ if environ is None else environ
         missing = [n for n in (env_vars.RUN_DIR, env_vars.ATTEMPT) if not env.get(n)]
-        job_id = env.get("SLURM_JOB_ID") or env.get(env_vars.LOCAL_JOB_ID)
+        job_id = env.get(env_vars.SLURM_JOB_ID) or env.get(env_vars.LOCAL_JOB_ID)
         if missing or not job_id:
-            names = ", ".join(missing or ["SLURM_JOB_ID"])
+            names = ", ".join(missing or [env_vars.SLURM_JOB_ID])
             raise UsageError(f"chain hook: ${names} not set",
                              hint="the chain hooks run inside an attempt's script only")
         attempt = env[env_vars.ATTEMPT]
         if not attempt.isdigit() or int(attempt) < 1:
             raise UsageError(f"chain hook: ${env_vars.ATTEMPT} is {attempt!r}, not a number >= 1")
-        restarts = env.get("SLURM_RESTART_COUNT", "0")
-        nodelist = env.get("SLURM_JOB_NODELIST")
+        restarts = env.get(env_vars.SLURM_RESTART_COUNT, "0")
+        nodelist = env.get(env_vars.SLURM_JOB_NODELIST)
         return cls(
             run_dir=env[env_vars.RUN_DIR], attempt=int(attempt), job_id=job_id,
             nodes=tuple(expand_hostlist(nodelist)) if nodelist else (socket.gethostname(),),
@@ -168,7 +168,7 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
     started when the queue behind this attempt stays short (default: `start_queue_keeper`)."""
     settings, ledger, scheduler = _open_run(ctx, scheduler)
     view = _attempt_in(ledger.state(), ctx)
-    if view.status == "ended" and ctx.requeue_count <= view.requeue_count:
+    if view.status is AttemptStatus.ENDED and ctx.requeue_count <= view.requeue_count:
         return _not_launched(ledger, ctx, Outcome.CANCELLED,
                              f"the chain withdrew this job ({view.reason})")
     state = ledger.state()
@@ -179,20 +179,20 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
         return _not_launched(ledger, ctx, Outcome.STOPPED,
                              f"{busy} still active in the scheduler")
     view = _attempt_in(state, ctx)
-    if view.status == "running" and ctx.requeue_count > view.requeue_count:
+    if view.status is AttemptStatus.RUNNING and ctx.requeue_count > view.requeue_count:
         ledger.record_end(ctx.attempt, outcome=Outcome.PREEMPTED, job_id=ctx.job_id,
                           reason=f"requeued by the scheduler (restart {ctx.requeue_count})",
                           source="requeue", progress=read_progress(ctx.run_dir))
-    if view.status != "running" or ctx.requeue_count > view.requeue_count:
+    if view.status is not AttemptStatus.RUNNING or ctx.requeue_count > view.requeue_count:
         view = ledger.record_start(ctx.attempt, ctx.job_id, nodes=ctx.nodes,
                                    requeue_count=ctx.requeue_count,
                                    progress=read_progress(ctx.run_dir))
-        if view.status == "ended":  # withdrawn while we settled the predecessors
+        if view.status is AttemptStatus.ENDED:  # withdrawn while we settled the predecessors
             return _not_launched(ledger, ctx, Outcome.CANCELLED,
                                  f"the chain withdrew this job ({view.reason})")
     flag = settings.flag_exists()
     ahead = decide(ledger.state(), settings.config, flag_exists=flag, ahead_of=ctx.attempt)
-    if ahead.action == "stop":
+    if ahead.action is Action.STOP:
         # The run is over (finished before we ran, out of budget, cancelled): don't launch.
         code = _not_launched(ledger, ctx, Outcome.FINISHED if flag else Outcome.CANCELLED,
                              ahead.reason)
@@ -217,7 +217,7 @@ def ensure_queue(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler, 
         state = ledger.state()
         decision = decide(state, settings.config, flag_exists=settings.flag_exists(),
                           ahead_of=behind, queue_depth=depth)
-        if decision.action != "submit" or decision.attempt is None:
+        if decision.action is not Action.SUBMIT or decision.attempt is None:
             return True
         before = [a.job_id for a in state.attempts if a.job_id and a.in_flight
                   and behind < a.number < decision.attempt]
@@ -235,7 +235,7 @@ def start_queue_keeper(ctx: JobContext) -> None:
     """Retry queueing in a process of its own while this attempt trains (`ftslurm
     chain-keep-queue`): it lives in the job, so it ends with it at the latest."""
     env = {**os.environ, env_vars.RUN_DIR: ctx.run_dir, env_vars.ATTEMPT: str(ctx.attempt),
-           "SLURM_JOB_ID": ctx.job_id}
+           env_vars.SLURM_JOB_ID: ctx.job_id}
     subprocess.Popen([sys.executable, "-m", "ftslurm.cli", "chain-keep-queue"], env=env,
                      stdin=subprocess.DEVNULL, close_fds=True)
     print(f"ftslurm: attempt {ctx.attempt}: the queue behind it is short; retrying in the "
@@ -250,7 +250,8 @@ def keep_queue(ctx: JobContext, *, scheduler: Scheduler | None = None,
     while True:
         time.sleep(interval)  # retrying the scheduler with backoff, not a synchronization
         view = ledger.state().attempt(ctx.attempt)
-        if view is None or view.status != "running" or ledger.state().run_status != "running":
+        if (view is None or view.status is not AttemptStatus.RUNNING
+                or ledger.state().run_status is not RunStatus.RUNNING):
             return 0
         if ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id):
             return 0
@@ -301,11 +302,11 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
         return 0
     state = ledger.state()
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
-    if decision.action == "stop":
+    if decision.action is Action.STOP:
         _tolerant(stop_run, ledger, scheduler, decision, what="withdraw the queued attempts")
         print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)
         return 0
-    if decision.action == "wait":
+    if decision.action is Action.WAIT:
         _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
     _queue_after_end(settings, ledger, scheduler, ctx)  # a successor, if none is queued yet
     return 0
@@ -313,17 +314,16 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
 
 def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequence[str]) -> None:
     """Keep blamed nodes off the pre-scheduled successor (SLURM: scontrol update ExcNodeList)."""
-    update = getattr(scheduler, "exclude_nodes", None)
-    if not nodes or update is None:
+    if not nodes:
         return
     for view in state.attempts:
-        if view.status == "submitted" and view.job_id:
+        if view.status is AttemptStatus.SUBMITTED and view.job_id:
             try:
-                update(view.job_id, list(nodes))
+                scheduler.exclude_nodes(view.job_id, list(nodes))
                 print(f"ftslurm: attempt {view.number} will avoid {', '.join(nodes)}", flush=True)
             except Exception as error:
                 print(f"ftslurm: could not exclude {', '.join(nodes)}: {error}", flush=True)
 
 
 __all__ = ["PREDECESSOR_WAIT_S", "QUEUE_DEPTH", "SKIP_LAUNCH", "JobContext", "chain_end",
-           "chain_start", "ensure_queue", "keep_queue"]
+           "chain_start", "ensure_queue", "keep_queue", "start_queue_keeper"]

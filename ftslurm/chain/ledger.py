@@ -36,9 +36,10 @@ import filelock
 
 from ftslurm import exit_codes
 from ftslurm.atomic import write_atomic, write_json_atomic
-from ftslurm.chain.outcome import Outcome
-from ftslurm.chain.runstate import AttemptView, LedgerError, RunState, RunStatus, fold
+from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus
+from ftslurm.chain.runstate import AttemptView, LedgerError, RunState, fold
 from ftslurm.errors import RunDirAccessError
+from ftslurm.rundir import RunDir
 
 
 class LedgerLockError(LedgerError, RunDirAccessError):
@@ -48,8 +49,6 @@ class LedgerLockError(LedgerError, RunDirAccessError):
 
 __all__ = [
     "FORMAT",
-    "LEDGER_FILE",
-    "PROGRESS_FILE",
     "SUBMIT_CLAIM_S",
     "VERSION",
     "AttemptView",
@@ -64,9 +63,6 @@ __all__ = [
 
 FORMAT = "ftslurm.ledger"
 VERSION = 2
-LEDGER_FILE = "ledger.json"
-#: The progress marker: the workload (or launcher) writes its step number here, or touches it.
-PROGRESS_FILE = "progress"
 _MOVE_ASIDE = "move the run directory (or the file) aside and start a new run"
 #: How long a claim to submit an attempt holds: longer than any sbatch call with its retries
 #: (ftslurm.slurm.client: 60 s timeout, never retried after a timeout).
@@ -87,7 +83,7 @@ def fingerprint(data: str | bytes) -> str:
 def read_progress(run_dir: str | os.PathLike[str]) -> int | None:
     """The run's progress marker: the integer in `<run_dir>/progress`, or its mtime in ns when the
     file is empty or not an integer (a workload may just touch it); None when absent."""
-    path = Path(run_dir) / PROGRESS_FILE
+    path = RunDir(run_dir).progress
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip()
         mtime = path.stat().st_mtime_ns
@@ -101,7 +97,7 @@ def read_progress(run_dir: str | os.PathLike[str]) -> int | None:
 
 def write_progress(run_dir: str | os.PathLike[str], step: int) -> None:
     """Set the progress marker to `step` atomically (for workloads and the launcher)."""
-    write_atomic(Path(run_dir) / PROGRESS_FILE, f"{int(step)}\n", sync_dir=True)
+    write_atomic(RunDir(run_dir).progress, f"{int(step)}\n", sync_dir=True)
 
 
 class Ledger:
@@ -109,8 +105,8 @@ class Ledger:
 
     def __init__(self, run_dir: str | os.PathLike[str], *, lock_timeout: float = 120.0) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LEDGER_FILE
-        self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout)
+        self.path = RunDir(run_dir).ledger
+        self._lock = filelock.FileLock(str(RunDir(run_dir).ledger_lock), timeout=lock_timeout)
 
     # -- creation and reading ---------------------------------------------------------------
 
@@ -259,7 +255,7 @@ class Ledger:
             existing = state.attempt(attempt)
             if existing is not None:
                 return existing, False
-            if state.run_status != "running":
+            if state.run_status is not RunStatus.RUNNING:
                 raise LedgerError(f"the run is {state.run_status}: no attempt may be reserved")
             if attempt != state.next_attempt:
                 raise LedgerError(
@@ -339,7 +335,7 @@ class Ledger:
         requeue, never by a late start record; its view is returned unchanged."""
         with self.locked():
             view = self._attempt(self.state(), attempt)
-            if view.status == "ended" and requeue_count <= view.requeue_count:
+            if view.status is AttemptStatus.ENDED and requeue_count <= view.requeue_count:
                 return view
             if view.job_id is not None and view.job_id != str(job_id):
                 raise LedgerError(f"attempt {attempt} is job {view.job_id}, not {job_id}")
@@ -369,7 +365,7 @@ class Ledger:
         scheduler state yet) may be completed by a later call, e.g. from sacct."""
         with self.locked():
             view = self._attempt(self.state(), attempt)
-            if view.status == "ended" and not view.provisional:
+            if view.status is AttemptStatus.ENDED and not view.provisional:
                 return view, False
             state = self._append(
                 "ended", attempt=attempt, job_id=None if job_id is None else str(job_id),
@@ -401,10 +397,11 @@ class Ledger:
 
     def record_run_end(self, status: RunStatus, reason: str) -> RunState:
         """The chain stopped for good (finished, failed or cancelled); the first call wins."""
-        if status not in ("finished", "failed", "cancelled"):
+        if status not in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED):
             raise ValueError(f"not a final run status: {status!r}")
+        status = RunStatus(status)
         with self.locked():
             state = self.state()
-            if state.run_status != "running":
+            if state.run_status is not RunStatus.RUNNING:
                 return state
-            return self._append("run_end", state=status, reason=reason)
+            return self._append("run_end", state=status.value, reason=reason)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ftslurm.backends.base import JobState, Scheduler
 from ftslurm.chain.actions import make_scheduler, stop_run, submit_attempt, sync_with_scheduler
 from ftslurm.chain.ledger import Ledger
+from ftslurm.chain.outcome import Action, RunStatus
 from ftslurm.chain.policy import Decision, decide
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
@@ -65,7 +66,7 @@ class WatchUpdate:
 def _has_leftovers(state: RunState) -> bool:
     """An attempt that never started is still reserved or queued (to withdraw), or the run has
     not recorded its end yet."""
-    return state.run_status == "running" or bool(state.never_started)
+    return state.run_status is RunStatus.RUNNING or bool(state.never_started)
 
 
 def _signature(state: RunState, jobs: dict[str, JobState]) -> tuple[object, ...]:
@@ -98,16 +99,17 @@ class Watcher:
     def poll_once(self) -> WatchUpdate:
         """One poll: sync with the scheduler, decide, act (the lock only around records)."""
         submitted, error = None, None
-        state, jobs = self.ledger.state(), {}
+        state = self.ledger.state()
+        jobs: dict[str, JobState] = {}
         try:
             state, jobs = sync_with_scheduler(self.ledger, self.settings, self.scheduler, state,
                                               source="watch")
             decision = decide(state, self.settings.config,
                               flag_exists=self.settings.flag_exists())
-            if decision.action == "submit":
+            if decision.action is Action.SUBMIT:
                 submitted = submit_attempt(self.ledger, self.settings, self.scheduler, decision)
                 state = self.ledger.state()
-            elif decision.action == "stop" and _has_leftovers(state):
+            elif decision.action is Action.STOP and _has_leftovers(state):
                 state = stop_run(self.ledger, self.scheduler, decision)
         except SlurmCommandError as failure:  # the scheduler did not answer: try again later
             error = str(failure)
@@ -132,7 +134,7 @@ class Watcher:
         while True:
             update = self.poll_once()
             state = update.state
-            if state.run_status != "running" and not any(
+            if state.run_status is not RunStatus.RUNNING and not any(
                     a.in_flight or a.provisional for a in state.attempts):
                 return state
             changed = update.changed or update.submitted is not None

@@ -1,4 +1,5 @@
-"""The one vocabulary of attempt outcomes, and the two rules every part of the chain shares.
+"""The chain's one vocabulary (outcomes, attempt and run statuses, decisions) and the two rules
+every part of the chain shares.
 
 docs/autoresume.md is the prose version of this module; keep the two in step.
 """
@@ -6,9 +7,17 @@ docs/autoresume.md is the prose version of this module; keep the two in step.
 from __future__ import annotations
 
 import enum
+import signal
 
 
-class Outcome(str, enum.Enum):
+class Vocabulary(str, enum.Enum):
+    """A name of the chain's vocabulary: equal to its text, formatted and dumped as its text."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Outcome(Vocabulary):
     """How one attempt of the chain ended."""
 
     #: The finished flag file exists: the run is done.
@@ -27,6 +36,43 @@ class Outcome(str, enum.Enum):
     FATAL = "fatal"
     #: The user cancelled the attempt: the run stops.
     CANCELLED = "cancelled"
+
+
+class AttemptStatus(Vocabulary):
+    """Where one attempt is in its life."""
+
+    #: Numbered in the ledger, not (yet) accepted by the scheduler.
+    RESERVED = "reserved"
+    #: Queued in the scheduler.
+    SUBMITTED = "submitted"
+    #: Its job started (its chain-start hook ran).
+    RUNNING = "running"
+    #: Its end is recorded (an outcome, or withdrawn before it started).
+    ENDED = "ended"
+
+
+#: Statuses of an attempt that has not ended.
+IN_FLIGHT = frozenset({AttemptStatus.RESERVED, AttemptStatus.SUBMITTED, AttemptStatus.RUNNING})
+
+
+class RunStatus(Vocabulary):
+    """Where the whole run is."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Action(Vocabulary):
+    """What the policy decided to do next."""
+
+    #: Submit the attempt the decision names.
+    SUBMIT = "submit"
+    #: Nothing: an attempt is in flight, or enough are queued.
+    WAIT = "wait"
+    #: End the run (with a `RunStatus`) and withdraw what is queued.
+    STOP = "stop"
 
 
 #: Outcomes that mean the workload ran on and can resume: they count as progress by themselves.
@@ -70,3 +116,11 @@ def next_consecutive_failures(count: int, outcome: Outcome, progressed: bool) ->
     if progressed:
         count = 0
     return count + 1 if counts_as_failure(outcome, progressed) else count
+
+
+def signal_text(number: int) -> str:
+    """A signal number for people: `15` -> "SIGTERM", an unknown one -> "signal 99"."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

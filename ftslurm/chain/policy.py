@@ -6,15 +6,15 @@ backend all call these, so the rules live here once. docs/autoresume.md has the 
 
 from __future__ import annotations
 
-import signal as signals
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ftslurm import exit_codes
-from ftslurm.chain.outcome import Outcome
-from ftslurm.chain.runstate import RunState, RunStatus
+from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus, signal_text
+from ftslurm.chain.runstate import RunState
 from ftslurm.errors import UsageError
+from ftslurm.spec.sections import AUTORESUME_BOUNDS, autoresume_problem
 
 #: Scheduler states of a job that has not ended yet; classifying one is a programming error.
 ACTIVE_STATES = frozenset({
@@ -48,13 +48,14 @@ class ChainConfig:
     max_excluded_nodes: int = 2
 
     def __post_init__(self) -> None:
-        for name, low in (("max_failures", 1), ("max_attempts", 1), ("max_excluded_nodes", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UsageError(f"autoresume.{name} must be an integer >= {low}, got {value!r}")
-        code = self.do_not_retry_exit_code
-        if not isinstance(code, int) or isinstance(code, bool) or not 1 <= code <= 255:
-            raise UsageError(f"autoresume.do_not_retry_exit_code must be 1..255, got {code!r}")
+        for name in AUTORESUME_BOUNDS:
+            problem = autoresume_problem(name, getattr(self, name))
+            if problem:
+                raise UsageError(problem)
+        value = self.max_excluded_nodes
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UsageError(
+                f"autoresume.max_excluded_nodes must be an integer >= 0, got {value!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ChainConfig:
@@ -92,13 +93,6 @@ def split_state(scheduler_state: str) -> tuple[str, int | None]:
     if len(parts) == 3 and parts[1] == "BY" and parts[2].isdigit():
         by = int(parts[2])
     return base, by
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signals.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def classify(
@@ -150,7 +144,7 @@ def _classify_exit(
     exit_code: int | None, signal: int | None, *, provisional_on_signal: bool = True
 ) -> Classification:
     if signal:
-        return Classification(Outcome.FAILED, f"killed by {_signal_name(signal)}",
+        return Classification(Outcome.FAILED, f"killed by {signal_text(signal)}",
                               provisional=provisional_on_signal)
     if exit_code is None:
         return Classification(Outcome.FAILED, "ended without an exit code", provisional=True)
@@ -159,7 +153,7 @@ def _classify_exit(
     if exit_code == exit_codes.STOPPED:
         return Classification(Outcome.STOPPED, "the launcher stopped the ranks on a signal")
     if exit_code > 128:
-        return Classification(Outcome.FAILED, f"killed by {_signal_name(exit_code - 128)}",
+        return Classification(Outcome.FAILED, f"killed by {signal_text(exit_code - 128)}",
                               provisional=provisional_on_signal)
     return Classification(Outcome.FAILED, f"exit code {exit_code}")
 
@@ -196,16 +190,15 @@ class Decision:
     """What the chain does next.
 
     submit: submit `attempt` (excluding `exclude_nodes`); wait: an attempt is still in flight, or
-    nothing may be submitted ahead of it; stop: the run is over (`run_status`), and the jobs in
-    `cancel` (submitted, not yet started: pre-scheduled successors) must be cancelled.
+    nothing may be submitted ahead of it; stop: the run is over (`run_status`); `stop_run`
+    withdraws what never started (`RunState.never_started`).
     """
 
-    action: Literal["submit", "wait", "stop"]
+    action: Action
     reason: str
     attempt: int | None = None
     exclude_nodes: tuple[str, ...] = ()
     run_status: RunStatus | None = None
-    cancel: tuple[str, ...] = ()
 
 
 def decide(
@@ -223,48 +216,44 @@ def decide(
     attempt while fewer than `queue_depth` attempts are in flight behind it.
     """
     ahead = state.attempt(ahead_of) if ahead_of is not None else None
-    others = tuple(  # submitted but not started: pre-scheduled successors
-        a.job_id for a in state.attempts
-        if a.status == "submitted" and a.job_id and (ahead is None or a.number > ahead.number)
-    )
 
     def stop(status: RunStatus, reason: str) -> Decision:
-        return Decision("stop", reason, run_status=status, cancel=others)
+        return Decision(Action.STOP, reason, run_status=status)
 
-    if state.run_status != "running":
+    if state.run_status is not RunStatus.RUNNING:
         return stop(state.run_status, state.end_reason or f"the run is {state.run_status}")
-    current = [a for a in state.attempts if a.number > state.resumed_after]
+    current = state.current_attempts
     if flag_exists or any(a.outcome is Outcome.FINISHED for a in current):
-        return stop("finished", "the finished flag file exists")
+        return stop(RunStatus.FINISHED, "the finished flag file exists")
     if state.cancel_requested is not None:
-        return stop("cancelled", f"cancelled: {state.cancel_requested}")
+        return stop(RunStatus.CANCELLED, f"cancelled: {state.cancel_requested}")
     last = state.last_ended
     if last is not None and last.number <= state.resumed_after:
         last = None
     if last is not None and last.outcome is Outcome.FATAL:
-        return stop("failed", f"attempt {last.number}: {last.reason}")
+        return stop(RunStatus.FAILED, f"attempt {last.number}: {last.reason}")
     if last is not None and last.outcome is Outcome.CANCELLED:
-        return stop("cancelled", f"attempt {last.number} was cancelled ({last.reason})")
+        return stop(RunStatus.CANCELLED, f"attempt {last.number} was cancelled ({last.reason})")
     failures = state.consecutive_failures
     if ahead is not None and ahead.provisional and ahead.counted_failure:
         failures -= 1  # its end is not known yet: treated as if it ended well
     if failures >= config.max_failures:
-        return stop("failed", f"{failures} consecutive failed attempts "
+        return stop(RunStatus.FAILED, f"{failures} consecutive failed attempts "
                               f"(max_failures {config.max_failures})")
     pending = [a for a in state.in_flight if ahead is None or a.number != ahead.number]
-    unsubmitted = [a for a in pending if a.status == "reserved"]
+    unsubmitted = [a for a in pending if a.status is AttemptStatus.RESERVED]
     if unsubmitted:  # its watcher died or its submission failed: reconcile, then submit
         number = unsubmitted[0].number
-        return Decision("submit", f"attempt {number} was reserved but never submitted",
+        return Decision(Action.SUBMIT, f"attempt {number} was reserved but never submitted",
                         attempt=number, exclude_nodes=exclusions(state, config))
     if pending and (ahead is None or len(pending) >= queue_depth):
         numbers = ", ".join(str(a.number) for a in pending)
-        return Decision("wait", f"attempt {numbers} is in flight")
-    if len(current) >= config.max_attempts:
+        return Decision(Action.WAIT, f"attempt {numbers} is in flight")
+    if state.used_attempts >= config.max_attempts:
         if ahead is not None:
-            return Decision("wait", f"attempt {current[-1].number} is the last one "
+            return Decision(Action.WAIT, f"attempt {current[-1].number} is the last one "
                                     "(max_attempts)")
-        return stop("failed", f"all {config.max_attempts} attempts used (max_attempts)")
+        return stop(RunStatus.FAILED, f"all {config.max_attempts} attempts used (max_attempts)")
     nodes = exclusions(state, config)
     reason = f"attempt {state.next_attempt}" + (f", excluding {', '.join(nodes)}" if nodes else "")
-    return Decision("submit", reason, attempt=state.next_attempt, exclude_nodes=nodes)
+    return Decision(Action.SUBMIT, reason, attempt=state.next_attempt, exclude_nodes=nodes)

@@ -16,20 +16,20 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ftslurm.atomic import write_json_atomic
-from ftslurm.chain.ledger import LEDGER_FILE, Ledger, fingerprint
+from ftslurm.atomic import write_atomic
+from ftslurm.chain.ledger import Ledger, fingerprint
+from ftslurm.chain.outcome import RunStatus
 from ftslurm.chain.policy import ChainConfig
 from ftslurm.chain.runstate import RunState
-from ftslurm.chain.settings import CHAIN_FILE, Backend, ChainSettings, Mode
+from ftslurm.chain.settings import Backend, ChainSettings, Mode
 from ftslurm.errors import UsageError
 from ftslurm.render.local_script import render_local
-from ftslurm.render.script import ft_config_text, render, write_atomic
+from ftslurm.render.script import ft_config_text, render
+from ftslurm.rundir import RunDir
 from ftslurm.spec.model import JobSpec, load_spec
 
 #: The copy of the job spec kept in the run dir (for people; paths in it are relative to the
 #: original's folder).
-SPEC_COPY = "job.yaml"
-SCRIPT_NAMES: dict[str, str] = {"slurm": "job.sbatch", "local": "job.local.sh"}
 #: SLURM's default KillWait, used for the local backend's SIGTERM -> SIGKILL grace.
 KILL_WAIT_S = 30.0
 
@@ -59,7 +59,7 @@ def resolve_backend(choice: str | None) -> Backend:
 def _script_text(spec: JobSpec, backend: Backend) -> str:
     if backend == "local":
         return render_local(spec)
-    return render(spec)
+    return render(spec, rendered_by="submit")
 
 
 def prepare_run(
@@ -84,7 +84,7 @@ def prepare_run(
     run_dir = spec.run_dir.resolve()
     settings = ChainSettings(
         run_dir=str(run_dir), backend=chosen, mode=mode,
-        script=str(run_dir / SCRIPT_NAMES[chosen]), workdir=str(spec.workdir),
+        script=str(RunDir(run_dir).script(chosen)), workdir=str(spec.workdir),
         job_name=spec.name, flag_file=str(spec.autoresume.flag_file), config=config,
         owner_uid=os.getuid(), bin_dir=os.path.dirname(sys.executable),
         time_limit_s=float(spec.resources.time_seconds) if spec.resources.time_seconds else None,
@@ -92,7 +92,7 @@ def prepare_run(
         warning_lead_s=float(spec.signals.warning_time), kill_wait_s=KILL_WAIT_S,
     )
     # Without a ledger nothing was ever submitted (a submit killed half-way): start afresh.
-    existing = Ledger.open(run_dir).state() if (run_dir / LEDGER_FILE).exists() else None
+    existing = Ledger.open(run_dir).state() if RunDir(run_dir).ledger.exists() else None
     return PreparedRun(spec, settings, script_text, spec_text, fingerprint(spec_text), existing)
 
 
@@ -107,7 +107,7 @@ def check_reuse(prepared: PreparedRun, *, resume: bool) -> None:
             "since that run was submitted)",
             hint="pass --resume to continue that run with this spec, or set run_dir: (or name:) "
                  "to start a new run")
-    if state.run_status == "running":
+    if state.run_status is RunStatus.RUNNING:
         raise UsageError(f"{run_dir} holds a run that is still going",
                          hint=f"see `ftslurm status {run_dir}`; `ftslurm watch {run_dir}` "
                               "attaches to it; --resume submits again if it is stuck")
@@ -141,11 +141,12 @@ def write_run(prepared: PreparedRun, *, resume: bool) -> Ledger:
 
 def _write_files(prepared: PreparedRun, root: Path) -> None:
     """The run dir's files other than the ledger."""
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    write_atomic(root / "ft_config.yaml", ft_config_text(prepared.spec))
-    write_atomic(root / SPEC_COPY, prepared.spec_text)
-    write_atomic(root / Path(prepared.settings.script).name, prepared.script_text, mode=0o755)
-    write_json_atomic(root / CHAIN_FILE, prepared.settings.to_json(), sync_dir=True)
+    paths = RunDir(root)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.ft_config, ft_config_text(prepared.spec))
+    write_atomic(paths.spec_copy, prepared.spec_text)
+    write_atomic(paths.script(prepared.settings.backend), prepared.script_text, mode=0o755)
+    prepared.settings.save()
 
 
 __all__ = ["PreparedRun", "check_reuse", "prepare_run", "resolve_backend", "write_run"]

@@ -13,18 +13,18 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ftslurm.chain.outcome import (
+    IN_FLIGHT,
+    AttemptStatus,
     Outcome,
+    RunStatus,
     counts_as_failure,
     made_progress,
     next_consecutive_failures,
 )
 from ftslurm.errors import FtslurmError
-
-AttemptStatus = Literal["reserved", "submitted", "running", "ended"]
-RunStatus = Literal["running", "finished", "failed", "cancelled"]
 
 #: Required fields of each record type (all records also carry `type` and `at`).
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
@@ -52,7 +52,7 @@ class AttemptView:
 
     number: int
     tag: str
-    status: AttemptStatus = "reserved"
+    status: AttemptStatus = AttemptStatus.RESERVED
     job_id: str | None = None
     nodes: tuple[str, ...] = ()
     requeue_count: int = 0
@@ -77,6 +77,9 @@ class AttemptView:
     progress_after: int | None = None
     progressed: bool | None = None
     counted_failure: bool = False
+    #: The run's consecutive-failure count once this attempt ended (or as it stood before it,
+    #: while it has not). The one derivation: `fold` computes it, policy and views read it.
+    consecutive_failures: int = 0
     blamed_nodes: tuple[str, ...] = ()
     #: Outcomes of the earlier runs of a requeued job (same job id), oldest first.
     requeued_outcomes: tuple[str, ...] = ()
@@ -84,7 +87,7 @@ class AttemptView:
     @property
     def in_flight(self) -> bool:
         """Reserved, submitted or running: not ended."""
-        return self.status in ("reserved", "submitted", "running")
+        return self.status in IN_FLIGHT
 
     def claimed(self, now: float) -> bool:
         """Somebody is submitting this reserved attempt right now: its claim has not expired and
@@ -129,9 +132,19 @@ class RunState:
         return self.attempts[-1].number + 1 if self.attempts else 1
 
     @property
+    def current_attempts(self) -> tuple[AttemptView, ...]:
+        """The attempts since the last `ftslurm submit --resume` (all of them without one)."""
+        return tuple(a for a in self.attempts if a.number > self.resumed_after)
+
+    @property
     def used_attempts(self) -> int:
-        """Attempts reserved so far (each may run, so each counts against max_attempts)."""
-        return len(self.attempts)
+        """Attempts reserved since the last resume (each may run, so each counts against
+        max_attempts)."""
+        return len(self.current_attempts)
+
+    def failures_left(self, max_failures: int) -> int:
+        """How many more consecutive failures the run takes before it stops."""
+        return max_failures - self.consecutive_failures
 
     @property
     def in_flight(self) -> tuple[AttemptView, ...]:
@@ -141,12 +154,13 @@ class RunState:
     @property
     def never_started(self) -> tuple[AttemptView, ...]:
         """Attempts reserved or queued that have not started: what stopping the run withdraws."""
-        return tuple(a for a in self.attempts if a.status in ("reserved", "submitted"))
+        return tuple(a for a in self.attempts
+                     if a.status in (AttemptStatus.RESERVED, AttemptStatus.SUBMITTED))
 
     @property
     def last_ended(self) -> AttemptView | None:
         """The highest-numbered ended attempt, if any."""
-        ended = [a for a in self.attempts if a.status == "ended"]
+        ended = [a for a in self.attempts if a.status is AttemptStatus.ENDED]
         return ended[-1] if ended else None
 
     def attempt(self, number: int) -> AttemptView | None:
@@ -173,7 +187,8 @@ def validate_record(index: int, record: object) -> dict[str, Any]:
 
 
 def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> None:
-    kind, number, at = rec["type"], rec.get("attempt"), rec["at"]
+    kind, at = rec["type"], rec["at"]
+    number: int = rec["attempt"]  # every record `_apply` gets names its attempt (RECORD_FIELDS)
     if kind == "intent":
         views[number] = AttemptView(number=number, tag=rec["tag"], reserved_at=at)
         return
@@ -182,7 +197,8 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
         raise LedgerError(f"ledger record #{index} ({kind}) names attempt {number}, never reserved")
     replace = dataclasses.replace
     if kind == "submitted":
-        status = "submitted" if view.status == "reserved" else view.status
+        status = (AttemptStatus.SUBMITTED if view.status is AttemptStatus.RESERVED
+                  else view.status)
         views[number] = replace(view, job_id=rec["job_id"], submitted_at=at, status=status,
                                 claim_owner=None, claim_until=None)
     elif kind == "submit_failed":  # still reserved: retried, by anybody
@@ -194,19 +210,19 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
         # A requeued job starts again under the same attempt: its earlier end is cleared (and
         # its outcome kept in `requeued_outcomes`).
         cleared: dict[str, Any] = {}
-        if view.status == "ended" and view.outcome is not None:
+        if view.status is AttemptStatus.ENDED and view.outcome is not None:
             cleared = {**_CLEARED_END,
                        "requeued_outcomes": (*view.requeued_outcomes, view.outcome.value)}
         before = view.progress_before if view.progress_before is not None else rec["progress"]
         views[number] = replace(
-            view, status="running", job_id=rec["job_id"], nodes=tuple(rec["nodes"]),
+            view, status=AttemptStatus.RUNNING, job_id=rec["job_id"], nodes=tuple(rec["nodes"]),
             requeue_count=rec["requeue_count"], started_at=at, progress_before=before, **cleared,
         )
     elif kind == "ended":
-        if view.status == "ended" and not view.provisional:
+        if view.status is AttemptStatus.ENDED and not view.provisional:
             return  # the first final end wins; later ones are kept on disk for the record only
         views[number] = replace(
-            view, status="ended", job_id=rec["job_id"] or view.job_id, ended_at=at,
+            view, status=AttemptStatus.ENDED, job_id=rec["job_id"] or view.job_id, ended_at=at,
             outcome=Outcome(rec["outcome"]), reason=rec["reason"], exit_code=rec["exit_code"],
             signal=rec["signal"], scheduler_state=rec["scheduler_state"], source=rec["source"],
             provisional=rec["provisional"], progress_after=rec["progress"],
@@ -238,7 +254,7 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
             elif rec["type"] == "cancel":
                 cancel = cancel or rec["reason"]
             elif rec["type"] == "run_end":
-                run_end = run_end or (rec["state"], rec["reason"])
+                run_end = run_end or (RunStatus(rec["state"]), rec["reason"])
             else:
                 _apply(views, index, rec)
         except (TypeError, ValueError) as error:
@@ -251,12 +267,12 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
     known: int | None = None
     for number in sorted(views):
         view = views[number]
-        if view.status == "ended":
+        if view.status is AttemptStatus.ENDED:
             assert view.outcome is not None
             before = view.progress_before if view.progress_before is not None else known
             progressed = made_progress(view.outcome, before, view.progress_after)
             failures = next_consecutive_failures(failures, view.outcome, progressed)
-            if number <= resumed_after:
+            if number <= resumed_after:  # the resume forgave it: it no longer counts
                 failures = 0
             view = dataclasses.replace(
                 view, progress_before=before, progressed=progressed,
@@ -266,6 +282,7 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
                 if node in blamed:
                     blamed.remove(node)
                 blamed.append(node)
+        view = dataclasses.replace(view, consecutive_failures=failures)
         for value in (view.progress_before, view.progress_after):
             if value is not None:
                 known = value if known is None else max(known, value)
@@ -275,6 +292,6 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
         run_id=header["run_id"], spec_fingerprint=fingerprint, resumed_after=resumed_after,
         settings=dict(header.get("settings") or {}), created_at=header["created_at"],
         attempts=tuple(attempts), consecutive_failures=failures, blamed_nodes=tuple(blamed),
-        cancel_requested=cancel, run_status=run_end[0] if run_end else "running",
+        cancel_requested=cancel, run_status=run_end[0] if run_end else RunStatus.RUNNING,
         end_reason=run_end[1] if run_end else None, last_progress=known,
     )

@@ -17,10 +17,10 @@ from ftslurm import env_vars
 from ftslurm.atomic import write_json_atomic
 from ftslurm.chain.policy import ChainConfig
 from ftslurm.errors import FtslurmError
+from ftslurm.rundir import RunDir
 
 FORMAT = "ftslurm.chain"
 VERSION = 1
-CHAIN_FILE = "chain.json"
 
 Backend = Literal["slurm", "local"]
 #: self: each SLURM job pre-schedules its successor; loop: `ftslurm watch` submits attempts.
@@ -56,7 +56,7 @@ class ChainSettings:
     @property
     def path(self) -> Path:
         """Where these settings live."""
-        return Path(self.run_dir) / CHAIN_FILE
+        return RunDir(self.run_dir).chain_settings
 
     def attempt_env(self, attempt: int) -> dict[str, str]:
         """The environment an attempt is submitted with."""
@@ -89,12 +89,12 @@ class ChainSettings:
 
 def load_settings(run_dir: str | os.PathLike[str]) -> ChainSettings:
     """Read `<run_dir>/chain.json`; `ChainSettingsError` naming the file when it is unusable."""
-    path = Path(run_dir) / CHAIN_FILE
+    path = RunDir(run_dir).chain_settings
     hint = "is this a run directory made by `ftslurm submit`? (move a broken one aside)"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ChainSettingsError(f"no {CHAIN_FILE} in {run_dir}", hint=hint) from None
+        raise ChainSettingsError(f"no {path.name} in {run_dir}", hint=hint) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ChainSettingsError(f"{path} is corrupted: {error}", hint=hint) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -112,4 +112,4 @@ def load_settings(run_dir: str | os.PathLike[str]) -> ChainSettings:
         raise ChainSettingsError(f"{path} is corrupted: {error}", hint=hint) from None
 
 
-__all__ = ["CHAIN_FILE", "ChainSettings", "ChainSettingsError", "load_settings"]
+__all__ = ["ChainSettings", "ChainSettingsError", "load_settings"]

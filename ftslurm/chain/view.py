@@ -14,19 +14,21 @@ from rich.table import Table
 from rich.text import Text
 
 from ftslurm.backends.base import JobState
-from ftslurm.chain.actions import signal_name
 from ftslurm.chain.loop import WatchUpdate
-from ftslurm.chain.outcome import next_consecutive_failures
+from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus, signal_text
 from ftslurm.chain.policy import exclusions
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings
 
-_OUTCOME_STYLE = {
-    "finished": "bold green", "stopped": "cyan", "preempted": "yellow", "timeout": "yellow",
-    "node_fail": "magenta", "failed": "red", "fatal": "bold red", "cancelled": "dim",
+_OUTCOME_STYLE: dict[str, str] = {
+    Outcome.FINISHED: "bold green", Outcome.STOPPED: "cyan", Outcome.PREEMPTED: "yellow",
+    Outcome.TIMEOUT: "yellow", Outcome.NODE_FAIL: "magenta", Outcome.FAILED: "red",
+    Outcome.FATAL: "bold red", Outcome.CANCELLED: "dim",
 }
-_RUN_STYLE = {"running": "bold cyan", "finished": "bold green", "failed": "bold red",
-              "cancelled": "bold yellow"}
+_RUN_STYLE: dict[str, str] = {
+    RunStatus.RUNNING: "bold cyan", RunStatus.FINISHED: "bold green",
+    RunStatus.FAILED: "bold red", RunStatus.CANCELLED: "bold yellow",
+}
 
 
 #: How long a watch-loop run may have nothing running or queued before `status` calls it stalled:
@@ -55,13 +57,13 @@ def stall(state: RunState, settings: ChainSettings, *, now: float | None = None
     """A run that is not over with no attempt running or queued (and none being submitted) is
     stalled: nothing will start it again. Returns since when and the command that repairs it,
     or None."""
-    if state.run_status != "running":
+    if state.run_status is not RunStatus.RUNNING:
         return None
     now = time.time() if now is None else now
     for view in state.attempts:
-        if view.status in ("submitted", "running"):
+        if view.status in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING):
             return None
-        if view.status == "reserved" and view.claimed(now):
+        if view.status is AttemptStatus.RESERVED and view.claimed(now):
             return None  # being submitted right now
     times = [t for a in state.attempts for t in (a.ended_at, a.reserved_at) if t]
     since = max(times, default=state.created_at)
@@ -91,15 +93,11 @@ def attempt_rows(state: RunState, settings: ChainSettings,
                  jobs: Mapping[str, JobState] | None = None) -> list[dict[str, Any]]:
     """One dict per attempt: what `ftslurm status --json` prints under "attempts"."""
     jobs = jobs or {}
-    rows, failures = [], 0
+    rows = []
     now = time.time()
     for view in state.attempts:
         job = jobs.get(view.job_id or "")
-        if view.status == "ended" and view.outcome is not None:
-            if view.number <= state.resumed_after:
-                failures = 0
-            failures = next_consecutive_failures(failures, view.outcome, bool(view.progressed))
-        end = view.ended_at if view.status == "ended" else None
+        end = view.ended_at if view.status is AttemptStatus.ENDED else None
         started = view.started_at
         rows.append({
             "attempt": view.number,
@@ -115,10 +113,10 @@ def attempt_rows(state: RunState, settings: ChainSettings,
             "reason": view.reason or view.submit_error,
             "provisional": view.provisional,
             "counted_failure": view.counted_failure,
-            "failures_left": settings.config.max_failures - failures,
+            "failures_left": settings.config.max_failures - view.consecutive_failures,
             "requeued_outcomes": list(view.requeued_outcomes),
             "blamed_nodes": list(view.blamed_nodes),
-            "withdrawn": view.status == "ended" and started is None,
+            "withdrawn": view.status is AttemptStatus.ENDED and started is None,
             "pending_reason": job.reason if job is not None and job.state == "PENDING"
             and job.reason not in (None, "", "None") else None,
         })
@@ -142,7 +140,7 @@ def status_data(state: RunState, settings: ChainSettings,
         "max_failures": settings.config.max_failures,
         "max_attempts": settings.config.max_attempts,
         "consecutive_failures": state.consecutive_failures,
-        "failures_left": settings.config.max_failures - state.consecutive_failures,
+        "failures_left": state.failures_left(settings.config.max_failures),
         "attempts_used": state.used_attempts,
         # One local node: nothing can be excluded there.
         "excluded_nodes": list(exclusions(state, settings.config))
@@ -166,7 +164,7 @@ def _row_cells(row: dict[str, Any]) -> list[Text]:
     style = _OUTCOME_STYLE.get(row["outcome"] or "", "cyan") if not row["withdrawn"] else "dim"
     code = "-" if row["exit_code"] is None else str(row["exit_code"])
     if row["signal"]:
-        code += f" ({signal_name(row['signal'])})"
+        code += f" ({signal_text(row['signal'])})"
     counted = "yes" if row["counted_failure"] else ("no" if row["outcome"] else "-")
     reason = row["reason"] or "-"
     if row["pending_reason"]:

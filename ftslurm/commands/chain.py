@@ -27,6 +27,7 @@ from ftslurm.chain.actions import (
 )
 from ftslurm.chain.ledger import Ledger, LedgerLockError
 from ftslurm.chain.loop import Watcher
+from ftslurm.chain.outcome import Action, AttemptStatus, RunStatus
 from ftslurm.chain.policy import decide
 from ftslurm.chain.run import check_reuse, prepare_run, write_run
 from ftslurm.chain.runstate import RunState
@@ -39,6 +40,7 @@ from ftslurm.chain.view import (
     status_data,
 )
 from ftslurm.errors import FtslurmError, UsageError
+from ftslurm.rundir import RunDir
 
 #: How long `ftslurm cancel` waits for cancelled jobs to be reported ended.
 CANCEL_WAIT_S = 180.0
@@ -46,7 +48,7 @@ CANCEL_WAIT_S = 180.0
 SYNC_TIMEOUT_S = 1.0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the chain subcommands."""
     submit = subparsers.add_parser(
         "submit", help="start a run: submit its first attempt and keep it going until done",
@@ -120,7 +122,7 @@ def _run_dir(text: str) -> Path:
 
 
 def _exit_code(state: RunState) -> int:
-    return exit_codes.OK if state.run_status == "finished" else exit_codes.FAILED
+    return exit_codes.OK if state.run_status is RunStatus.FINISHED else exit_codes.FAILED
 
 
 def _watch(run_dir: Path, settings: ChainSettings) -> int:
@@ -153,11 +155,11 @@ def run_submit(args: argparse.Namespace) -> int:
     state = ledger.state()
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
     print(f"run dir: {settings.run_dir}", flush=True)
-    if decision.action == "stop":
+    if decision.action is Action.STOP:
         state = stop_run(ledger, scheduler, decision)
         print(f"nothing submitted: the run is {state.run_status} ({decision.reason})")
         return _exit_code(state)
-    if decision.action == "submit" and decision.attempt is not None:
+    if decision.action is Action.SUBMIT and decision.attempt is not None:
         job = submit_attempt(ledger, settings, scheduler, decision)
         print(f"attempt {decision.attempt}: job {job} ({settings.backend}, {how})", flush=True)
         if settings.mode == "self" and job is not None:
@@ -243,13 +245,13 @@ def run_cancel(args: argparse.Namespace) -> int:
     scheduler = make_scheduler(settings, since=ledger.state().created_at - 3600)
     console = Console(stderr=True)
     state = ledger.state()
-    if state.run_status != "running" and not any(a.in_flight for a in state.attempts):
+    if state.run_status is not RunStatus.RUNNING and not any(a.in_flight for a in state.attempts):
         console.print(f"the run has already {state.run_status}; nothing to cancel")
         return exit_codes.OK
-    if state.run_status == "running":
+    if state.run_status is RunStatus.RUNNING:
         state = ledger.record_cancel("cancelled by `ftslurm cancel`")
     for view in state.attempts:
-        if view.status == "running" and view.job_id:
+        if view.status is AttemptStatus.RUNNING and view.job_id:
             scheduler.cancel(view.job_id)
     stop_run(ledger, scheduler, decide(state, settings.config))
     deadline = time.monotonic() + CANCEL_WAIT_S
@@ -280,9 +282,10 @@ def _log_file(run_dir: Path, settings: ChainSettings, state: RunState, attempt: 
         raise UsageError(f"{run_dir}: no attempt {attempt} with a job" if attempt
                          else f"{run_dir}: no attempt has been submitted yet")
     view = views[-1]
+    assert view.job_id is not None  # views with a job only
     if settings.backend == "local":
-        return view.number, run_dir / "logs" / f"attempt-{view.number}.out"
-    return view.number, run_dir / "logs" / f"{view.job_id}.out"
+        return view.number, RunDir(run_dir).attempt_log(view.number)
+    return view.number, RunDir(run_dir).job_log(view.job_id)
 
 
 def run_logs(args: argparse.Namespace) -> int:
@@ -306,6 +309,7 @@ def run_logs(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             offset += len(chunk)
         view = ledger.state().attempt(number)
-        if not args.follow or (view is not None and view.status == "ended" and not chunk):
+        ended = view is not None and view.status is AttemptStatus.ENDED
+        if not args.follow or (ended and not chunk):
             return exit_codes.OK
         time.sleep(0.5)  # following a file: poll for new output

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from ftslurm import exit_codes
+from ftslurm.atomic import write_atomic
 from ftslurm.errors import UsageError
-from ftslurm.render.script import render, write_atomic
+from ftslurm.render.script import render
 from ftslurm.spec.model import JobSpec, load_spec
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the job-spec subcommands."""
     validate = subparsers.add_parser(
         "validate", help="check a job spec (and its template); print a summary or every error",

@@ -25,14 +25,14 @@ from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup, W
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-from ftslurm import exit_codes
+from ftslurm import env_vars, exit_codes
 from ftslurm.fault_tolerance import stop_signals
 from ftslurm.fault_tolerance.client import DUMP_SIGNAL
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
 from ftslurm.fault_tolerance.monitor import Hang, HeartbeatMonitor
 from ftslurm.fault_tolerance.procs import dump_stacks, terminate
 from ftslurm.fault_tolerance.status import StatusFile
-from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, save_learned
+from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, learned_path, save_learned
 
 logger = logging.getLogger("ftslurm.launcher")
 
@@ -77,9 +77,9 @@ class FaultTolerantAgent(LocalElasticAgent):
     def _start_workers(self, worker_group: WorkerGroup) -> dict[int, int]:
         self._monitor.prepare([(w.global_rank, w.local_rank) for w in worker_group.workers])
         stop_signals.clear_stop_vote(self._ipc_dir)
-        pids = super()._start_workers(worker_group)
+        pids: dict[int, int] = super()._start_workers(worker_group)
         # torch's process context just installed its own handler for the stop signals.
-        stop_signals.install(os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE", ""))
+        stop_signals.install(os.environ.get(env_vars.TORCHELASTIC_SIGNALS_TO_HANDLE, ""))
         self._monitor.set_pids(pids)
         self._last_check = time.monotonic()
         self._status.update(
@@ -104,7 +104,7 @@ class FaultTolerantAgent(LocalElasticAgent):
         super()._shutdown(death_sig, timeout)
 
     def _monitor_workers(self, worker_group: WorkerGroup) -> RunResult:
-        result = super()._monitor_workers(worker_group)
+        result: RunResult = super()._monitor_workers(worker_group)
         if result.state == WorkerState.FAILED:
             return self._on_crash(result)
         if result.state != WorkerState.HEALTHY:
@@ -224,6 +224,9 @@ class FaultTolerantAgent(LocalElasticAgent):
         self._monitor.timeouts = timeouts
         self._status.update(timeouts=timeouts.to_dict())
         if self._run_dir is not None:
-            path = save_learned(self._run_dir, timeouts, source=self._status.data["node"])
-            logger.info("saved the learned timeouts to %s", path)
+            # Merged with what the file holds (per timeout the larger): other nodes' launchers
+            # and the Lightning callback write the same file.
+            kept = save_learned(self._run_dir, timeouts, source=self._status.data["node"])
+            logger.info("saved the learned timeouts to %s (now initial=%s s, subsequent=%s s)",
+                        learned_path(self._run_dir), kept.initial, kept.subsequent)
 

@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftslurm import env_vars
 from ftslurm.fault_tolerance.heartbeat import (
     FLAG_CONNECTED,
     FLAG_DUMP_HANDLER,
     FLAG_SHUTDOWN,
     HEARTBEAT,
-    IPC_DIR_ENV,
     START_TIME,
     Slot,
     slot_path,
@@ -40,8 +40,6 @@ from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, compute_timeouts
 
 #: Signal on which a connected rank dumps the Python stacks of all its threads to its stderr.
 DUMP_SIGNAL = signal.SIGUSR2
-#: Environment variable with the safety factor for `calculate_and_set_hb_timeouts`.
-SAFETY_FACTOR_ENV = "FTSLURM_FT_SAFETY_FACTOR"
 _DEFAULT_SAFETY_FACTOR = 5.0
 
 _NOT_LAUNCHED_HINT = (
@@ -91,12 +89,12 @@ class RankMonitorClient:
                 "init_workload_monitoring() was already called on this client; call it once per "
                 "process (call shutdown_workload_monitoring() first to reconnect)"
             )
-        ipc_dir = os.environ.get(IPC_DIR_ENV)
-        rank = os.environ.get("RANK")
+        ipc_dir = os.environ.get(env_vars.FT_IPC_DIR)
+        rank = os.environ.get(env_vars.RANK)
         if not ipc_dir or rank is None:
             raise RankMonitorClientError(
                 f"this process was not started by the fault-tolerant launcher "
-                f"(${IPC_DIR_ENV} or $RANK is not set): {_NOT_LAUNCHED_HINT}"
+                f"(${env_vars.FT_IPC_DIR} or ${env_vars.RANK} is not set): {_NOT_LAUNCHED_HINT}"
             )
         path = slot_path(ipc_dir, int(rank))
         try:
@@ -218,7 +216,7 @@ class RankMonitorClient:
 
 
 def _safety_factor() -> float:
-    raw = os.environ.get(SAFETY_FACTOR_ENV)
+    raw = os.environ.get(env_vars.FT_SAFETY_FACTOR)
     try:
         return float(raw) if raw else _DEFAULT_SAFETY_FACTOR
     except ValueError:

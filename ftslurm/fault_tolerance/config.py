@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ def parse_signal(raw: Any) -> signal.Signals:
     return signal.Signals[text]
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[Any], Any]] = {
     "initial_rank_heartbeat_timeout": parse_timeout,
     "rank_heartbeat_timeout": parse_timeout,
     "workload_check_interval": float,

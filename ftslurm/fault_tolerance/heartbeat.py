@@ -38,8 +38,6 @@ FLAG_CONNECTED = 1
 FLAG_DUMP_HANDLER = 2
 FLAG_SHUTDOWN = 4
 
-#: Environment variable with the launcher's private IPC directory (inherited by every rank).
-IPC_DIR_ENV = "FTSLURM_FT_IPC_DIR"
 #: File a rank creates in the IPC directory when the ranks agreed to stop (GracefulShutdown).
 STOP_VOTED_FILE = "stop-voted"
 

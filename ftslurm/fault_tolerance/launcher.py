@@ -20,6 +20,7 @@ from ftslurm import env_vars, exit_codes
 from ftslurm.errors import UsageError
 from ftslurm.fault_tolerance.config import FaultToleranceConfig, read_yaml_section
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, load_learned
+from ftslurm.rundir import RunDir
 
 logger = logging.getLogger("ftslurm.launcher")
 
@@ -67,8 +68,8 @@ def build_parser() -> ArgumentParser:
     group.add_argument(
         "--ft-status-file", "--ft_status_file", default=None,
         help="JSON status file the launcher keeps up to date ({node} is replaced by the node "
-        f"name; default: ${env_vars.RUN_DIR}/launcher_status/attempt-<N>.<node>.json when "
-        f"${env_vars.RUN_DIR} is set, else <log-dir>/launcher_status.<node>.json)",
+        f"name; default: {RunDir('$' + env_vars.RUN_DIR).launcher_status('<N>', '<node>')} "
+        f"when ${env_vars.RUN_DIR} is set, else <log-dir>/launcher_status.<node>.json)",
     )
     return parser
 
@@ -112,9 +113,11 @@ def status_path(args: Namespace, node: str) -> Path | None:
     run_dir = os.environ.get(env_vars.RUN_DIR)
     if run_dir:
         attempt = os.environ.get(env_vars.ATTEMPT, "0")
-        return Path(run_dir) / "launcher_status" / f"attempt-{attempt}.{node}.json"
+        return RunDir(run_dir).launcher_status(attempt, node)
     if args.log_dir:
-        return Path(args.log_dir) / f"launcher_status.{node}.json"
+        # torchrun's --log-dir: one file per node, named after the run directory's status folder.
+        folder = RunDir(args.log_dir).launcher_status_dir
+        return folder.with_name(f"{folder.name}.{node}.json")
     return None
 
 
@@ -182,4 +185,11 @@ def console_main() -> None:
     sys.exit(main())
 
 
-__all__ = ["build_parser", "console_main", "main", "resolve_ft_config"]
+__all__ = [
+    "build_parser",
+    "console_main",
+    "effective_timeouts",
+    "main",
+    "resolve_ft_config",
+    "status_path",
+]

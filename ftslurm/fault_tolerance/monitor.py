@@ -91,8 +91,8 @@ class HeartbeatMonitor:
         initial = decode_timeout(state.requested_initial)
         subsequent = decode_timeout(state.requested_subsequent)
         return HeartbeatTimeouts(
-            initial=self.timeouts.initial if initial is False else initial,  # type: ignore[arg-type]
-            subsequent=self.timeouts.subsequent if subsequent is False else subsequent,  # type: ignore[arg-type]
+            initial=self.timeouts.initial if initial is False else initial,
+            subsequent=self.timeouts.subsequent if subsequent is False else subsequent,
         )
 
     def _overdue(self, rank: _Rank, state: SlotState, now: float) -> Hang | None:

@@ -36,7 +36,7 @@ def process_alive(pid: int) -> bool:
 def _signal_bits(pid: int, signum: int) -> tuple[bool, set[str]]:
     """(is `signum` pending for the process or a thread, the threads that block it now)."""
     bit = 1 << (signum - 1)
-    pending, blocking = False, set()
+    pending, blocking = False, set[str]()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:

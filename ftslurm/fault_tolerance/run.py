@@ -16,16 +16,16 @@ from typing import Any
 import torch.distributed.elastic.rendezvous.registry as rdzv_registry
 from torch.distributed.elastic import events, metrics
 from torch.distributed.elastic.agent.server.api import WorkerSpec, WorkerState
+from torch.distributed.elastic.metrics.api import MetricsConfig
 from torch.distributed.elastic.multiprocessing import SignalException
 from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.launcher.api import LaunchConfig, _get_addr_and_port
 
-from ftslurm import exit_codes
+from ftslurm import env_vars, exit_codes
 from ftslurm.fault_tolerance import stop_signals
 from ftslurm.fault_tolerance.agent import FaultTolerantAgent
-from ftslurm.fault_tolerance.client import SAFETY_FACTOR_ENV
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
-from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, make_private_dir
+from ftslurm.fault_tolerance.heartbeat import make_private_dir
 from ftslurm.fault_tolerance.monitor import HeartbeatMonitor
 from ftslurm.fault_tolerance.status import StatusFile
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
@@ -48,7 +48,7 @@ def run_agent(
     # torch 2.13 reuses the agent's shared TCPStore across restarts without a per-attempt key
     # prefix, so restarted ranks read their predecessors' gloo/NCCL addresses and fail to
     # connect. Rank 0 hosting a fresh store per attempt (torch's documented switch) avoids that.
-    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    os.environ.setdefault(env_vars.TORCH_DISABLE_SHARE_RDZV_TCP_STORE, "1")
     if not config.run_id:
         config.run_id = str(uuid.uuid4().int)
         logger.warning("no --rdzv-id given, generated run id %s", config.run_id)
@@ -62,12 +62,12 @@ def run_agent(
         **config.rdzv_configs,
     )
     master_addr, master_port = _get_addr_and_port(rdzv_parameters)
-    os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle
+    os.environ[env_vars.TORCHELASTIC_SIGNALS_TO_HANDLE] = config.signals_to_handle
     stop_signals.install(config.signals_to_handle)
 
     ipc_dir = make_private_dir()
-    os.environ[IPC_DIR_ENV] = str(ipc_dir)
-    os.environ[SAFETY_FACTOR_ENV] = repr(ft_config.safety_factor)
+    os.environ[env_vars.FT_IPC_DIR] = str(ipc_dir)
+    os.environ[env_vars.FT_SAFETY_FACTOR] = repr(ft_config.safety_factor)
     monitor = HeartbeatMonitor(ipc_dir, timeouts)
     status = StatusFile(status_file, node=node, max_restarts=config.max_restarts)
     status.update(timeouts=timeouts.to_dict())
@@ -108,7 +108,7 @@ def run_agent(
     )
     shutdown_rdzv = True
     try:
-        metrics.initialize_metrics(metrics.MetricsConfig(config.metrics_cfg))
+        metrics.initialize_metrics(MetricsConfig(config.metrics_cfg))
         result = agent.run()
         events.record(agent.get_event_succeeded(), config.event_log_handler)
         if result is not None and result.state == WorkerState.SUCCEEDED:

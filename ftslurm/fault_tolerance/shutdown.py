@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ftslurm import env_vars
+
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
@@ -197,9 +199,9 @@ def _see_through(sig: int, handler: _Handler) -> _Handler:
 
 def _tell_launcher() -> None:
     """Under `ftslurm launch`, leave the stop-voted marker so the launcher exits "stopped"."""
-    from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, STOP_VOTED_FILE
+    from ftslurm.fault_tolerance.heartbeat import STOP_VOTED_FILE
 
-    ipc_dir = os.environ.get(IPC_DIR_ENV)
+    ipc_dir = os.environ.get(env_vars.FT_IPC_DIR)
     if ipc_dir:
         with contextlib.suppress(OSError):
             (Path(ipc_dir) / STOP_VOTED_FILE).touch()

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftslurm import env_vars
 from ftslurm.atomic import write_json_atomic
 
 
 def node_name() -> str:
     """This node's name: SLURM's node name when running under slurmd, else the host name."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    return os.environ.get(env_vars.SLURMD_NODENAME) or socket.gethostname()
 
 
 class StatusFile:

@@ -1,24 +1,37 @@
 """Heartbeat timeouts: the pair the monitor enforces, how they are learned, and how they persist.
 
 `calculate_and_set_hb_timeouts()` (in the client) turns observed intervals into timeouts with
-`compute_timeouts`; the launcher stores what ranks learned in
-`$FTSLURM_RUN_DIR/ft_learned_timeouts.json` (`save_learned` / `load_learned`, atomic writes) so the
-next attempt of a chain starts with them.
+`compute_timeouts`. Whoever keeps learned timeouts for the next attempt (the launcher's agent in
+the run directory, the Lightning callback in its state folder) goes through this module, so there
+is one file, one rule and one reader:
+
+* the file is `RunDir(folder).learned_timeouts`, a JSON object
+  `{"initial": s|null, "subsequent": s|null, "source": "who wrote last", "updated_at": unix time}`;
+* the rule is `merge`: per timeout the larger, and null (no timeout) is the largest, so learned
+  timeouts only grow whoever writes them;
+* `save_learned` merges into the file under a file lock next to it (read, merge, write a temp
+  file, fsync, rename), so writers on several nodes at once lose nothing;
+* `load_learned` reads it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftslurm.atomic import write_json_atomic
+from ftslurm.rundir import RunDir
 
-#: File name of the learned timeouts inside the run directory.
-LEARNED_FILE = "ft_learned_timeouts.json"
+logger = logging.getLogger(__name__)
+
+#: Longest wait (seconds) for another writer of the learned timeouts to release the lock.
+LOCK_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -62,25 +75,68 @@ def compute_timeouts(
     )
 
 
-def learned_path(run_dir: str | Path) -> Path:
-    """Where the learned timeouts of a run directory live."""
-    return Path(run_dir) / LEARNED_FILE
+def merge(old: HeartbeatTimeouts | None, new: HeartbeatTimeouts) -> HeartbeatTimeouts:
+    """The one rule for learned timeouts: per timeout the larger; None (no timeout) is largest.
+
+    Learned timeouts only grow across attempts and writers: an attempt that started from scratch
+    did not load a checkpoint, the next one did, and both must fit; a node whose ranks learned a
+    shorter timeout must not shorten what another node learned. `old` None: nothing learned yet.
+    """
+    if old is None:
+        return new
+    return HeartbeatTimeouts(
+        initial=_larger(old.initial, new.initial),
+        subsequent=_larger(old.subsequent, new.subsequent),
+    )
 
 
-def save_learned(run_dir: str | Path, timeouts: HeartbeatTimeouts, *, source: str) -> Path:
-    """Atomically write the learned timeouts (temp file + fsync + rename)."""
-    path = learned_path(run_dir)
-    payload = {**timeouts.to_dict(), "source": source, "updated_at": time.time()}
-    write_json_atomic(path, payload, indent=2, sort_keys=False)
-    return path
+def _larger(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else max(a, b)
 
 
-def load_learned(run_dir: str | Path) -> HeartbeatTimeouts | None:
-    """The learned timeouts of a run directory, or None if there are none.
+def learned_path(folder: str | os.PathLike[str]) -> Path:
+    """Where the learned timeouts of a run directory (or the callback's state folder) live."""
+    return RunDir(folder).learned_timeouts
+
+
+def lock_path(folder: str | os.PathLike[str]) -> Path:
+    """The lock `save_learned` holds while it reads, merges and writes (next to the file)."""
+    return RunDir(folder).learned_timeouts_lock
+
+
+def save_learned(
+    folder: str | os.PathLike[str], timeouts: HeartbeatTimeouts, *, source: str
+) -> HeartbeatTimeouts:
+    """Merge `timeouts` into the folder's learned timeouts (`merge`); return what the file holds.
+
+    Under the lock: read the file, merge, and write it atomically (temp file + fsync + rename)
+    when that changed anything; `source` names the writer. A file that cannot be read is
+    replaced (with a warning). Raises `filelock.Timeout` (an OSError) when the lock stays taken
+    for `LOCK_TIMEOUT` seconds.
+    """
+    path = learned_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import filelock  # here, not at the top: the workload's `import ftslurm` stays light
+
+    with filelock.FileLock(str(lock_path(folder)), timeout=LOCK_TIMEOUT):
+        try:
+            current = load_learned(folder)
+        except ValueError as error:
+            logger.warning("replacing unreadable learned timeouts: %s", error)
+            current = None
+        merged = merge(current, timeouts)
+        if merged != current:
+            payload = {**merged.to_dict(), "source": source, "updated_at": time.time()}
+            write_json_atomic(path, payload, indent=2, sort_keys=False)
+    return merged
+
+
+def load_learned(folder: str | os.PathLike[str]) -> HeartbeatTimeouts | None:
+    """The learned timeouts of a run directory (or state folder), or None if there are none.
 
     Raises ValueError (naming the file) when the file exists but is not valid.
     """
-    path = learned_path(run_dir)
+    path = learned_path(folder)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -93,3 +149,14 @@ def load_learned(run_dir: str | Path) -> HeartbeatTimeouts | None:
         return HeartbeatTimeouts.from_dict(data)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
+
+
+__all__ = [
+    "HeartbeatTimeouts",
+    "compute_timeouts",
+    "learned_path",
+    "load_learned",
+    "lock_path",
+    "merge",
+    "save_learned",
+]

@@ -23,30 +23,42 @@ import signal
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:
+    # Type-checked against `lightning` (the `lightning` extra); at run time the standalone
+    # `pytorch_lightning` package works as well: both have the same classes under two names.
     from lightning.pytorch import LightningModule, Trainer
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-except ImportError:  # pragma: no cover - depends on what is installed
+else:
     try:
-        from pytorch_lightning import LightningModule, Trainer
-        from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-    except ImportError as error:
-        raise ImportError(
-            "ftslurm.lightning.callback needs PyTorch Lightning: pip install 'ftslurm[lightning]'"
-        ) from error
+        from lightning.pytorch import LightningModule, Trainer
+        from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+    except ImportError:  # pragma: no cover - depends on what is installed
+        try:
+            from pytorch_lightning import LightningModule, Trainer
+            from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+        except ImportError as error:
+            raise ImportError(
+                "ftslurm.lightning.callback needs PyTorch Lightning: "
+                "pip install 'ftslurm[lightning]'"
+            ) from error
 
+from ftslurm import env_vars
 from ftslurm.fault_tolerance.client import RankMonitorClient
-from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV
 from ftslurm.fault_tolerance.shutdown import DEFAULT_SIGNALS, GracefulShutdown
+from ftslurm.fault_tolerance.status import node_name
+from ftslurm.fault_tolerance.timeouts import (
+    HeartbeatTimeouts,
+    learned_path,
+    load_learned,
+    merge,
+    save_learned,
+)
 from ftslurm.lightning.state import (
-    FLAG_ENV,
-    STATE_FILE,
+    LEGACY_STATE_FILE,
     flag_path_from_env,
-    load_state,
-    merge_timeouts,
-    save_state,
+    load_legacy_timeouts,
     write_flag,
 )
 
@@ -98,11 +110,13 @@ class FaultToleranceCallback(Callback):
             launcher a missing variable is an error at setup.
         calculate_timeouts: learn the heartbeat timeouts from the intervals observed (once at
             least `min_train_iters` steps and a checkpoint save were seen) and keep them in
-            `exp_dir/ft_state.json`; the next run loads them at setup.
+            `exp_dir` (the learned-timeouts file the launcher writes too, see
+            `ftslurm.fault_tolerance.timeouts`); the next run loads them at setup.
         simulated_fault_params: accepted for signature compatibility with nvidia-resiliency-ext;
             must be None (inject faults in your own code).
-        exp_dir: folder of `ft_state.json`, the same for every attempt. Default:
-            `$FTSLURM_RUN_DIR` when set, else `<trainer.default_root_dir>/ft_state`.
+        exp_dir: folder of the learned timeouts, the same for every attempt. Default: the run
+            directory (`ftslurm submit` / `ftslurm launch` pass it in the environment) when
+            set, else `<trainer.default_root_dir>/ft_state`.
         logger_name: name of the `logging` logger the callback reports to.
         min_train_iters: training steps to observe before learning timeouts.
         stop_signals: signals that ask for a synchronized stop.
@@ -154,7 +168,7 @@ class FaultToleranceCallback(Callback):
         self._stopper: _TrainerShutdown | None = None
         self._state_dir: Path | None = None
         self._flag: Path | None = None
-        self._loaded: dict[str, Any] = {}
+        self._loaded: HeartbeatTimeouts | None = None
         self._train_iters = 0
         self._pending: set[str] = set()
         self._observed: set[str] = set()
@@ -164,9 +178,9 @@ class FaultToleranceCallback(Callback):
         self.stopped_by_signal = False
         #: Where the stop checkpoint was written, after a signal stop.
         self.stop_checkpoint_path: str | None = None
-        #: The state loaded from `ft_state.json` at setup (`{}` if none).
+        #: The learned timeouts loaded at setup, as `RankMonitorClient.state_dict()` (`{}` if none).
         self.loaded_state: dict[str, Any] = {}
-        #: The state written to `ft_state.json` by this fit (`{}` if none).
+        #: The learned timeouts this fit saved, as `RankMonitorClient.state_dict()` (`{}` if none).
         self.saved_state: dict[str, Any] = {}
         #: Whether this fit wrote the finished flag.
         self.wrote_finished_flag = False
@@ -178,7 +192,7 @@ class FaultToleranceCallback(Callback):
 
     @property
     def state_dir(self) -> Path | None:
-        """The folder of `ft_state.json` for the current fit (resolved at setup)."""
+        """The folder of the learned timeouts for the current fit (resolved at setup)."""
         return self._state_dir
 
     # ---- set up and tear down ------------------------------------------------------------------
@@ -188,20 +202,21 @@ class FaultToleranceCallback(Callback):
         self._reset()
         self._state_dir = self._resolve_state_dir(trainer)
         self._flag = flag_path_from_env() if self.autoresume else None
-        if not os.environ.get(IPC_DIR_ENV):
+        if not os.environ.get(env_vars.FT_IPC_DIR):
             _warn_outside_launcher()
             return
         if self.autoresume and self._flag is None:
+            flag_env = env_vars.FINISHED_FLAG_FILE
             raise FaultToleranceCallbackError(
-                f"FaultToleranceCallback(autoresume=True) needs ${FLAG_ENV}: the file to create "
+                f"FaultToleranceCallback(autoresume=True) needs ${flag_env}: the file to create "
                 "when training has finished. `ftslurm submit` sets it (autoresume.flag_file in "
-                f"job.yaml); with a hand-written script, export {FLAG_ENV}=/shared/path/finished"
+                f"job.yaml); with a hand-written script, export {flag_env}=/shared/path/finished"
                 ".flag, or pass autoresume=False"
             )
         client = RankMonitorClient()
         if self.calculate_timeouts:
-            self._loaded = self._load_state()
-            client.load_state_dict(self._loaded)
+            self._loaded = self._load_learned()
+            client.load_state_dict(self.loaded_state)
         client.init_workload_monitoring()
         self._client = client
         self._stopper = _TrainerShutdown(
@@ -313,15 +328,19 @@ class FaultToleranceCallback(Callback):
         assert self._client is not None
         if not self._client.calculate_and_set_hb_timeouts(skip_if_not_ready=True):
             return False
-        merged = merge_timeouts(self._loaded, self._client.state_dict())
-        if merged != self._client.state_dict():
-            self._client.load_state_dict(merged)
-        if trainer.is_global_zero and merged != self.saved_state:
+        assert self._client.hb_timeouts is not None
+        merged = merge(self._loaded, self._client.hb_timeouts)
+        if merged != self._client.hb_timeouts:
+            self._client.load_state_dict(_state_dict(merged))
+        state = _state_dict(merged)
+        if trainer.is_global_zero and state != self.saved_state:
             assert self._state_dir is not None
-            path = save_state(self._state_dir, merged)
-            self.logger.info("learned heartbeat timeouts %s, saved to %s",
-                             merged["hb_timeouts"], path)
-        self.saved_state = merged
+            # Merged once more with the file: the launchers write it too (same rule).
+            kept = save_learned(self._state_dir, merged,
+                                source=f"FaultToleranceCallback on {node_name()}")
+            self.logger.info("learned heartbeat timeouts %s, saved to %s (file now holds %s)",
+                             merged.to_dict(), learned_path(self._state_dir), kept.to_dict())
+        self.saved_state = state
         return True
 
     def _stop(self, trainer: Trainer) -> None:
@@ -354,23 +373,32 @@ class FaultToleranceCallback(Callback):
     def _resolve_state_dir(self, trainer: Trainer) -> Path:
         if self.exp_dir is not None:
             return self.exp_dir
-        run_dir = os.environ.get("FTSLURM_RUN_DIR")
+        run_dir = os.environ.get(env_vars.RUN_DIR)
         if run_dir:
             return Path(run_dir)
         return Path(trainer.default_root_dir) / "ft_state"
 
-    def _load_state(self) -> dict[str, Any]:
+    def _load_learned(self) -> HeartbeatTimeouts | None:
+        """The learned timeouts of the state folder; the old callback's file if there are none."""
         assert self._state_dir is not None
+        path = learned_path(self._state_dir)
         try:
-            state = load_state(self._state_dir)
+            learned = load_learned(self._state_dir)
+            if learned is None:
+                path = self._state_dir / LEGACY_STATE_FILE
+                learned = load_legacy_timeouts(self._state_dir)
         except (OSError, ValueError) as error:
             self.logger.warning("ignoring the saved heartbeat timeouts: %s", error)
-            return {}
-        if state:
-            self.logger.info("loaded heartbeat timeouts %s from %s", state.get("hb_timeouts"),
-                             self._state_dir / STATE_FILE)
-        self.loaded_state = state
-        return state
+            return None
+        if learned is not None:
+            self.logger.info("loaded heartbeat timeouts %s from %s", learned.to_dict(), path)
+            self.loaded_state = _state_dict(learned)
+        return learned
+
+
+def _state_dict(timeouts: HeartbeatTimeouts) -> dict[str, Any]:
+    """`timeouts` in the shape of `RankMonitorClient.state_dict()`."""
+    return {"hb_timeouts": timeouts.to_dict()}
 
 
 def _limits_reached(trainer: Trainer) -> bool:
@@ -389,8 +417,8 @@ def _warn_outside_launcher() -> None:
     _warned_outside_launcher = True
     warnings.warn(
         "FaultToleranceCallback: not started by `ftslurm launch` / `ft_launcher` "
-        f"(${IPC_DIR_ENV} is not set): no heartbeats, no timeouts, no signal handling; only the "
-        f"finished flag is written (if ${FLAG_ENV} is set)",
+        f"(${env_vars.FT_IPC_DIR} is not set): no heartbeats, no timeouts, no signal handling; "
+        f"only the finished flag is written (if ${env_vars.FINISHED_FLAG_FILE} is set)",
         UserWarning,
         stacklevel=3,
     )

@@ -10,82 +10,24 @@ come from `ftslurm.render.script.substitutions`, so they are quoted the same way
 
 from __future__ import annotations
 
+import importlib.resources
+from typing import TYPE_CHECKING
+
 from ftslurm.errors import UsageError
 from ftslurm.render.script import ScriptTemplate, substitutions
-from ftslurm.spec.model import JobSpec
 
-TEMPLATE = """\
-#!/bin/bash
-# Rendered by `ftslurm submit --backend local` (launcher: $launcher): the launch on this machine.
-set -euo pipefail
+if TYPE_CHECKING:
+    from ftslurm.spec.model import JobSpec
 
-# Environment of the job: ftslurm's variables, then the spec's `env:`.
-{{ environment }}
+#: The script (sbatch_templates/local.sh) and the launch it runs, per launcher.
+_TEMPLATE = "local.sh"
+_LAUNCH = {"ft": "local-ft.sh", "torchrun": "local-torchrun.sh", "none": "local-none.sh"}
 
-# The local backend sends the warning signal to this script before the time limit: stop the launch.
-launch_pids=()
-# shellcheck disable=SC2317  # (runs from the trap below)
-forward_stop() {
-  echo "ftslurm: warning signal received; asking the launch to stop" >&2
-  if ((${#launch_pids[@]})); then kill -TERM "${launch_pids[@]}" 2>/dev/null || true; fi
-}
-warned=0  # the end hook tells a stop for the time limit from a failure
-trap 'warned=1; forward_stop' {{ warning_signal }}
 
-{{ chain_start }}
+def _template(name: str) -> str:
+    return importlib.resources.files("ftslurm.sbatch_templates").joinpath(name).read_text(
+        encoding="utf-8")
 
-{{ chain_end }}
-
-{{ setup }}
-
-$launch
-
-# Wait for the launch; a trapped signal interrupts `wait`, so wait again until it exits.
-status=0
-for pid in "${launch_pids[@]}"; do
-  while :; do
-    wait "$pid" && rc=0 || rc=$?
-    kill -0 "$pid" 2>/dev/null || break
-  done
-  if [ "$status" -eq 0 ]; then status=$rc; fi
-done
-
-exit "$status"
-"""
-
-_FT = """\
-# One fault-tolerant launcher; it starts {{ nproc_per_node }} rank(s) and restarts them in place.
-# --standalone: the rendezvous store listens on a port the kernel picks (localhost:0), so
-# concurrent local runs never share one (FTSLURM_RDZV_PORT is for `launcher: none`).
-{{ python }} -m ftslurm.cli launch --standalone \\
-  --nnodes=1 --nproc-per-node={{ nproc_per_node }} \\
-  --max-restarts={{ max_restarts }} --shutdown-timeout={{ stop_grace }} \\
-  --ft-cfg-path={{ ft_config }} \\
-  {{ launcher_args }} \\
-  {{ launcher_command }} &
-launch_pids+=("$!")"""
-
-_TORCHRUN = """\
-# torchrun on this machine; it starts {{ nproc_per_node }} rank(s).
-# --standalone: the rendezvous store listens on a port the kernel picks (localhost:0), so
-# concurrent local runs never share one (FTSLURM_RDZV_PORT is for `launcher: none`).
-{{ python }} -m torch.distributed.run --standalone \\
-  --nnodes=1 --nproc-per-node={{ nproc_per_node }} --max-restarts={{ max_restarts }} \\
-  {{ launcher_args }} \\
-  {{ launcher_command }} &
-launch_pids+=("$!")"""
-
-_NONE = """\
-# One process per rank, with torch.distributed's variables.
-# FTSLURM_RDZV_PORT: a port the local supervisor found free when this job started.
-export MASTER_ADDR=127.0.0.1 MASTER_PORT="${FTSLURM_RDZV_PORT:?set by the local supervisor}"
-export WORLD_SIZE={{ nproc_per_node }} LOCAL_WORLD_SIZE={{ nproc_per_node }} GROUP_RANK=0
-for ((rank = 0; rank < {{ nproc_per_node }}; rank++)); do
-  RANK=$rank LOCAL_RANK=$rank {{ command }} &
-  launch_pids+=("$!")
-done"""
-
-_LAUNCH = {"ft": _FT, "torchrun": _TORCHRUN, "none": _NONE}
 
 
 def check_local(spec: JobSpec) -> None:
@@ -107,8 +49,9 @@ def render_local(spec: JobSpec) -> str:
     """The local backend's script for `spec`."""
     check_local(spec)
     values = substitutions(spec)
-    launch = _LAUNCH[spec.launch.launcher]
-    text = TEMPLATE.replace("$launcher", spec.launch.launcher).replace("$launch\n", launch + "\n")
+    launch = _template(_LAUNCH[spec.launch.launcher]).rstrip("\n")
+    text = _template(_TEMPLATE).replace("$launcher", spec.launch.launcher)
+    text = text.replace("$launch\n", launch + "\n")
     kept: list[str] = []
     for line in text.splitlines():
         names = [m.group("named") for m in ScriptTemplate.pattern.finditer(line)]

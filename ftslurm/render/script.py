@@ -15,16 +15,19 @@ from __future__ import annotations
 import importlib.resources
 import re
 import string
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import yaml
 
 from ftslurm import env_vars
 from ftslurm.atomic import write_atomic
-from ftslurm.errors import UsageError
+from ftslurm.errors import UsageError, suggestion
 from ftslurm.render import quoting
 from ftslurm.render.hooks import end_hook, start_hook
-from ftslurm.spec.fields import suggestion
-from ftslurm.spec.model import Command, JobSpec
+from ftslurm.rundir import RunDir
+
+if TYPE_CHECKING:  # render reads a JobSpec; importing spec here would make spec <-> render a cycle
+    from ftslurm.spec.model import Command, JobSpec
 
 #: Built-in template of each launcher (files of the package `ftslurm.sbatch_templates`).
 BUILTIN_TEMPLATES: dict[str, str] = {
@@ -39,6 +42,8 @@ SETUP_HEADER = "# Setup lines of the job spec, run once on the first node."
 
 #: Placeholders a template may use, and what each one becomes.
 PLACEHOLDERS: dict[str, str] = {
+    "header": "a comment saying which command wrote the script (`ftslurm render` or "
+              "`ftslurm submit`) and how to change it",
     "sbatch_directives": "the #SBATCH lines (resources, output, --open-mode, --signal, sbatch:)",
     "environment": "export lines: ftslurm's variables, then the spec's env:",
     "setup": "the spec's setup: lines, verbatim, under a comment (empty without setup:)",
@@ -66,11 +71,7 @@ class TemplateError(UsageError):
     """A template that cannot be rendered: unreadable, or with unknown placeholders."""
 
 
-class ScriptTemplate(string.Template):
-    """`string.Template` with `{{ name }}` placeholders; `$` is left to bash."""
-
-    delimiter = "{{"
-    pattern = r"""
+_TEMPLATE_PATTERN = r"""
         \{\{[ \t]*(?:
             (?P<named>[a-z_][a-z0-9_]*)[ \t]*\}\}  |
             (?P<braced>(?!x)x)                     |
@@ -78,6 +79,15 @@ class ScriptTemplate(string.Template):
             (?P<invalid>)
         )
     """
+
+
+class ScriptTemplate(string.Template):
+    """`string.Template` with `{{ name }}` placeholders; `$` is left to bash."""
+
+    delimiter = "{{"
+    # A string is the documented way: string.Template compiles it (with `flags`) when the class
+    # is made, so `ScriptTemplate.pattern` is the compiled regex typeshed declares.
+    pattern: ClassVar[re.Pattern[str]] = _TEMPLATE_PATTERN  # type: ignore[assignment]
 
 
 _PLACEHOLDER_ONLY_LINE = re.compile(
@@ -113,11 +123,26 @@ def check_template(text: str, origin: str) -> None:
                             hint="placeholders are listed in docs/job-spec.md (Custom templates)")
 
 
-def render(spec: JobSpec) -> str:
+#: Who writes a script: `ftslurm render` prints one to keep, `ftslurm submit` writes the script
+#: every attempt of a run runs.
+RenderedBy = Literal["render", "submit"]
+
+
+def header(spec: JobSpec, rendered_by: RenderedBy) -> str:
+    """The script's first comment: which command wrote it, and how to change it."""
+    if rendered_by == "submit":
+        return (f"# Rendered by `ftslurm submit` (launcher: {spec.launch.launcher}): every attempt "
+                "of the run runs this script.\n# Change the job spec and `ftslurm submit "
+                "--resume` it; edits here are lost.")
+    return (f"# Rendered by `ftslurm render` (launcher: {spec.launch.launcher}). Change the job "
+            "spec and render again; edits here are lost.")
+
+
+def render(spec: JobSpec, *, rendered_by: RenderedBy = "render") -> str:
     """The sbatch script for `spec`."""
     text, origin = template_text(spec)
     check_template(text, origin)
-    values = substitutions(spec)
+    values = substitutions(spec, rendered_by=rendered_by)
     kept: list[str] = []
     for line in text.splitlines(keepends=True):
         if _empty_line(line, values):
@@ -136,10 +161,11 @@ def _empty_line(line: str, values: dict[str, str]) -> bool:
     return all(values[name] == "" for name in names)
 
 
-def substitutions(spec: JobSpec) -> dict[str, str]:
+def substitutions(spec: JobSpec, *, rendered_by: RenderedBy = "render") -> dict[str, str]:
     """The value of every placeholder for `spec`, each already safe for bash."""
     resources, launch = spec.resources, spec.launch
     return {
+        "header": header(spec, rendered_by),
         "sbatch_directives": "\n".join(sbatch_directives(spec)),
         "environment": "\n".join(environment_lines(spec)),
         "setup": "\n".join((SETUP_HEADER, *spec.setup)) if spec.setup else "",
@@ -182,7 +208,7 @@ def sbatch_directives(spec: JobSpec) -> list[str]:
         lines.append(directive("exclusive"))
     lines += [
         directive("chdir", str(spec.workdir)),
-        directive("output", quoting.slurm_filename(str(spec.logs_dir)) + "/%j.out"),
+        directive("output", quoting.slurm_filename(f"{spec.logs_dir}/") + RunDir.JOB_LOG_PATTERN),
         directive("open-mode", "append"),
         directive("signal", spec.signals.sbatch_signal),
     ]
@@ -242,16 +268,18 @@ def prepare_run_dir(spec: JobSpec) -> None:
 __all__ = [
     "BUILTIN_TEMPLATES",
     "PLACEHOLDERS",
+    "RenderedBy",
     "ScriptTemplate",
     "TemplateError",
     "check_template",
     "environment_lines",
     "ft_config_text",
+    "header",
     "launcher_command",
     "prepare_run_dir",
     "render",
     "sbatch_directives",
     "srun_options",
     "substitutions",
-    "write_atomic",
+    "template_text",
 ]

@@ -20,14 +20,13 @@ from pathlib import Path
 
 from submitit.helpers import clean_env
 
-from ftslurm import exit_codes
+from ftslurm import env_vars, exit_codes
 from ftslurm.errors import FtslurmError
 from ftslurm.slurm.parse import (
     SACCT_FIELDS,
     JobRecord,
     JobSummary,
     SubmittedJob,
-    expand_hostlist,
     parse_job_id,
     parse_sacct,
     parse_sbatch_parsable,
@@ -44,7 +43,6 @@ __all__ = [
     "SlurmClient",
     "SlurmCommandError",
     "SubmittedJob",
-    "expand_hostlist",
     "submission_env",
 ]
 
@@ -122,11 +120,11 @@ def submission_env() -> dict[str, str]:
     under a lock and the result is a copy.
     """
     with _ENV_LOCK:
-        slurm_conf = os.environ.get("SLURM_CONF")
+        slurm_conf = os.environ.get(env_vars.SLURM_CONF)
         with clean_env():
             cleaned = dict(os.environ)
     if slurm_conf is not None:
-        cleaned["SLURM_CONF"] = slurm_conf
+        cleaned[env_vars.SLURM_CONF] = slurm_conf
     return cleaned
 
 
@@ -169,7 +167,7 @@ class SlurmClient:
         `retry_on` are retried; so are timeouts when `retry_timeouts`.
         """
         full_env = dict(env) if env is not None else {**os.environ, **self.env}
-        full_env.setdefault("SLURM_TIME_FORMAT", "standard")
+        full_env.setdefault(env_vars.SLURM_TIME_FORMAT, "standard")
         executable = shutil.which(args[0], path=full_env.get("PATH", os.defpath))
         if executable is None:
             raise SlurmCommandError(

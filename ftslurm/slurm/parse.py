@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from ftslurm.slurm.hostlist import HostlistError, compress_hostlist, expand_hostlist
+from ftslurm.slurm.hostlist import HostlistError, expand_hostlist
 
 #: The sacct fields `ftslurm.slurm.client` asks for, in this order (`--format=` + ",".join(...)).
 SACCT_FIELDS: tuple[str, ...] = (
@@ -33,7 +33,6 @@ SACCT_FIELDS: tuple[str, ...] = (
 _NONE_VALUES = frozenset({"", "Unknown", "None", "(null)", "None assigned", "N/A"})
 
 
-__all__ = ["compress_hostlist", "expand_hostlist"]  # re-exported; the rest is public by name
 
 
 class SlurmParseError(ValueError):
@@ -130,7 +129,7 @@ def parse_state(text: str) -> tuple[str, int | None]:
     return state, by_uid
 
 
-def parse_time(text: str) -> datetime | None:
+def parse_timestamp(text: str) -> datetime | None:
     """Parse a SLURM time (`2024-05-01T10:00:00`); `Unknown`/`None`/empty -> None."""
     text = text.strip()
     if text in _NONE_VALUES:
@@ -253,9 +252,9 @@ def parse_sacct(text: str, fields: Sequence[str] = SACCT_FIELDS) -> list[JobReco
                 exit_code=code,
                 signal=signal,
                 nodes=_nodes(row.get("NodeList", "")),
-                submit=parse_time(row.get("Submit", "")),
-                start=parse_time(row.get("Start", "")),
-                end=parse_time(row.get("End", "")),
+                submit=parse_timestamp(row.get("Submit", "")),
+                start=parse_timestamp(row.get("Start", "")),
+                end=parse_timestamp(row.get("End", "")),
                 name=_none_if_empty(row.get("JobName", "")),
                 partition=_none_if_empty(row.get("Partition", "")),
                 raw_id=_none_if_empty(row.get("JobIDRaw", "")),
@@ -361,12 +360,33 @@ def record_from_scontrol(job: Mapping[str, str]) -> JobRecord:
         exit_code=code,
         signal=signal,
         nodes=_nodes(job.get("NodeList", "")),
-        submit=parse_time(job.get("SubmitTime", "")),
-        start=parse_time(job.get("StartTime", "")),
-        end=parse_time(job.get("EndTime", "")),
+        submit=parse_timestamp(job.get("SubmitTime", "")),
+        start=parse_timestamp(job.get("StartTime", "")),
+        end=parse_timestamp(job.get("EndTime", "")),
         name=_none_if_empty(job.get("JobName", "")),
         partition=_none_if_empty(job.get("Partition", "")),
         raw_id=job["JobId"],
         restart_index=int(restarts) if restarts.isdigit() else 0,
         source="scontrol",
     )
+
+
+__all__ = [
+    "SACCT_FIELDS",
+    "JobId",
+    "JobRecord",
+    "JobSummary",
+    "SlurmParseError",
+    "SubmittedJob",
+    "number_restarts",
+    "parse_exit_code",
+    "parse_job_id",
+    "parse_key_values",
+    "parse_sacct",
+    "parse_sbatch_parsable",
+    "parse_scontrol_show_job",
+    "parse_state",
+    "parse_timestamp",
+    "record_from_scontrol",
+    "summarize",
+]

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 
-from ftslurm import exit_codes
+from ftslurm import env_vars, exit_codes
 
 _TASKS_PER_NODE = re.compile(r"(\d+)(?:\(x(\d+)\))?\Z")
 
@@ -52,24 +52,26 @@ def _integer(environ: Mapping[str, str], name: str) -> int:
 
 def rank_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """torchrun's variables for the srun task described by `environ` (SLURM_* variables)."""
-    rank = _integer(environ, "SLURM_PROCID")
-    world_size = _integer(environ, "SLURM_NTASKS")
-    node = _integer(environ, "SLURM_NODEID")
-    counts_text = environ.get("SLURM_STEP_TASKS_PER_NODE") or _require(
-        environ, "SLURM_TASKS_PER_NODE"
+    rank = _integer(environ, env_vars.SLURM_PROCID)
+    world_size = _integer(environ, env_vars.SLURM_NTASKS)
+    node = _integer(environ, env_vars.SLURM_NODEID)
+    counts_text = environ.get(env_vars.SLURM_STEP_TASKS_PER_NODE) or _require(
+        environ, env_vars.SLURM_TASKS_PER_NODE
     )
     counts = tasks_per_node(counts_text)
     if node >= len(counts):
-        raise SrunEnvError(f"SLURM_NODEID {node} is beyond the tasks-per-node list {counts_text!r}")
+        raise SrunEnvError(
+            f"{env_vars.SLURM_NODEID} {node} is beyond the tasks-per-node list {counts_text!r}"
+        )
     return {
-        "RANK": str(rank),
-        "WORLD_SIZE": str(world_size),
-        "LOCAL_RANK": str(_integer(environ, "SLURM_LOCALID")),
-        "LOCAL_WORLD_SIZE": str(counts[node]),
-        "GROUP_RANK": str(node),
-        "NODE_RANK": str(node),
-        "MASTER_ADDR": _require(environ, "MASTER_ADDR"),
-        "MASTER_PORT": _require(environ, "MASTER_PORT"),
+        env_vars.RANK: str(rank),
+        env_vars.WORLD_SIZE: str(world_size),
+        env_vars.LOCAL_RANK: str(_integer(environ, env_vars.SLURM_LOCALID)),
+        env_vars.LOCAL_WORLD_SIZE: str(counts[node]),
+        env_vars.GROUP_RANK: str(node),
+        env_vars.NODE_RANK: str(node),
+        env_vars.MASTER_ADDR: _require(environ, env_vars.MASTER_ADDR),
+        env_vars.MASTER_PORT: _require(environ, env_vars.MASTER_PORT),
     }
 
 

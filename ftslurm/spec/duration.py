@@ -31,7 +31,7 @@ class TimeFormatError(ValueError):
     """A string that is not a SLURM time limit; the message says what is wrong."""
 
 
-def parse_time(text: str) -> int | None:
+def parse_duration(text: str) -> int | None:
     """Seconds in the SLURM time limit `text`, or None for an unlimited one.
 
     Raises TimeFormatError when `text` is not a time limit sbatch would accept.
@@ -91,4 +91,4 @@ def format_seconds(seconds: int) -> str:
     return f"{days}-{clock}" if days else clock
 
 
-__all__ = ["EXPECTED", "MAX_TIME_SECONDS", "TimeFormatError", "format_seconds", "parse_time"]
+__all__ = ["EXPECTED", "MAX_TIME_SECONDS", "TimeFormatError", "format_seconds", "parse_duration"]

@@ -8,7 +8,6 @@ listing them all. Unknown keys get a "did you mean" suggestion.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import shlex
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftslurm.errors import UsageError
+from ftslurm.errors import UsageError, suggestion
 from ftslurm.render.quoting import directive_value_problem, value_problem
 from ftslurm.spec.yaml_loader import YMapping, YNode, YScalar, YSequence, kind_of
 
@@ -78,15 +77,7 @@ class Issues:
             raise SpecError(self.filename, sorted(self.items, key=lambda issue: issue.line))
 
 
-def suggestion(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean "x"?)' for the closest choice, or '' when none is close."""
-    choices = list(choices)
-    same_but_dashes = [c for c in choices if c.replace("-", "_") == word.replace("-", "_")]
-    matches = same_but_dashes or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f' (did you mean "{matches[0]}"?)' if matches else ""
-
-
-def signal_name(text: str) -> str | None:
+def canonical_signal_name(text: str) -> str | None:
     """Canonical name ("SIGUSR1") of a signal written as "SIGUSR1", "USR1", "usr1"; else None."""
     name = text.strip().upper()
     name = name if name.startswith("SIG") else f"SIG{name}"
@@ -274,7 +265,7 @@ class Section:
         text = self.string(name, None)
         if text is None:
             return default
-        canonical = signal_name(text)
+        canonical = canonical_signal_name(text)
         if canonical is None:
             self.error(name, f"expected a signal name such as SIGUSR1 or SIGTERM, got {text!r}")
             return default
@@ -324,8 +315,8 @@ __all__ = [
     "Issues",
     "Section",
     "SpecError",
+    "canonical_signal_name",
     "check_writable_place",
-    "signal_name",
     "suggestion",
     "writable_place_problem",
 ]

@@ -21,10 +21,7 @@ _LAUNCHER_SETS = ("ftslurm sets this variable itself (the launcher gives each ra
 #: Variables `env:` may not set: the reason, and the key to use instead.
 REFUSED_ENV: dict[str, str] = {
     env_vars.FINISHED_FLAG_FILE: f"{_FTSLURM_SETS} (the flag file is autoresume.flag_file)",
-    **{name: _LAUNCHER_SETS for name in (
-        "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-        "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-    )},
+    **{name: _LAUNCHER_SETS for name in env_vars.RANK_VARIABLES},
     "PATH": "env values are literal, so this would replace PATH and hide srun, python and "
             "ftslurm from the job and the chain; put `export PATH=/my/bin:$PATH` in `setup:`, or "
             "give the interpreter with the `python:` key",
@@ -36,15 +33,18 @@ REFUSED_ENV: dict[str, str] = {
 
 #: Prefixes of variables `env:` may not set: the reason, and the key to use instead.
 REFUSED_ENV_PREFIXES: dict[str, str] = {
-    "FTSLURM_": f"{_FTSLURM_SETS} (ftslurm's variables pass the run's state to the job)",
-    "SLURM_": "SLURM sets SLURM_* variables for the job and srun reads them; use `sbatch:` or "
-              "`srun_args:` options instead",
+    env_vars.FTSLURM_PREFIX:
+        f"{_FTSLURM_SETS} (ftslurm's variables pass the run's state to the job)",
+    env_vars.SLURM_PREFIX:
+        "SLURM sets SLURM_* variables for the job and srun reads them; use `sbatch:` or "
+        "`srun_args:` options instead",
     "SLURMD_": "slurmd sets SLURMD_* variables for the job; remove it from env",
     "SBATCH_": "sbatch reads SBATCH_* variables as options, also when the chain submits the next "
                "attempt; use `sbatch:` options instead",
     "SRUN_": "srun reads SRUN_* variables as options of the launch step; use `srun_args:` instead",
-    "TORCHELASTIC_": "the launcher (torch elastic) sets TORCHELASTIC_* variables itself; use "
-                     "`launcher_args:` or `fault_tolerance:` instead",
+    env_vars.TORCHELASTIC_PREFIX:
+        "the launcher (torch elastic) sets TORCHELASTIC_* variables itself; use "
+        "`launcher_args:` or `fault_tolerance:` instead",
 }
 
 

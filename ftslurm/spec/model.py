@@ -19,12 +19,14 @@ from typing import Any, Literal
 
 from ftslurm.errors import UsageError
 from ftslurm.render.quoting import directive_value_problem
+from ftslurm.rundir import RunDir
 from ftslurm.spec.fields import Issues, Section, check_writable_place
 from ftslurm.spec.limits import env_name_problem
 from ftslurm.spec.resources import Resources, read_resources
 from ftslurm.spec.sections import (
     AutoResume,
     Signals,
+    autoresume_problem,
     read_autoresume,
     read_fault_tolerance,
     read_signals,
@@ -51,20 +53,8 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "fault_tolerance", "autoresume", "signals",
 )
 
-#: The files and folders ftslurm itself keeps directly under the run directory. The finished
-#: flag (`autoresume.flag_file`) may be none of them, nor inside one: the chain would read its
-#: own file as "training finished" and stop before anything ran, or the training would write
-#: over the chain's state. Where each name comes from: ledger.json, ledger.json.lock, progress
-#: (chain/ledger.py); chain.json (chain/settings.py); job.yaml, job.sbatch, job.local.sh
-#: (chain/run.py); ft_config.yaml, logs (JobSpec.ft_config_path, logs_dir); launcher_status,
-#: local_jobs (chain/actions.py); ft_learned_timeouts.json (fault_tolerance/timeouts.py).
-#: tests/unit/test_spec_refusals.py checks the list against those modules; to be moved to a
-#: RunDir type that owns every name of a run directory.
-RUN_DIR_RESERVED_NAMES: tuple[str, ...] = (
-    "ledger.json", "ledger.json.lock", "progress", "chain.json", "job.yaml", "job.sbatch",
-    "job.local.sh", "ft_config.yaml", "logs", "launcher_status", "local_jobs",
-    "ft_learned_timeouts.json",
-)
+#: The names ftslurm keeps directly under the run directory (see `RunDir`).
+RUN_DIR_RESERVED_NAMES: tuple[str, ...] = RunDir.RESERVED_NAMES
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -122,17 +112,18 @@ class JobSpec:
     @property
     def ft_config_path(self) -> Path:
         """Where the `fault_tolerance:` section is written for the launcher."""
-        return self.run_dir / "ft_config.yaml"
+        return RunDir(self.run_dir).ft_config
 
     @property
     def logs_dir(self) -> Path:
         """Where SLURM writes the job's output."""
-        return self.run_dir / "logs"
+        return RunDir(self.run_dir).logs
 
     def with_max_failures(self, max_failures: int) -> JobSpec:
         """A copy with `autoresume.max_failures` replaced (the CLI `--max-failures`)."""
-        if max_failures < 0:
-            raise UsageError(f"--max-failures must be >= 0, got {max_failures}")
+        problem = autoresume_problem("max_failures", max_failures)
+        if problem:
+            raise UsageError(f"--max-failures: {problem}")
         return replace(self, autoresume=replace(self.autoresume, max_failures=max_failures))
 
 
@@ -213,7 +204,7 @@ def flag_file_problem(flag_file: Path, run_dir: Path, source: Path) -> str | Non
     Symbolic links are followed."""
     flag = Path(os.path.realpath(flag_file))
     real_run_dir = Path(os.path.realpath(run_dir))
-    example = f"e.g. the default {run_dir / 'finished.flag'}"
+    example = f"e.g. the default {RunDir(run_dir).default_flag}"
     if flag == real_run_dir or flag in real_run_dir.parents:
         return f"{flag_file} is the run directory or a folder above it; give the path of a " \
                f"file, {example}"
@@ -236,7 +227,7 @@ def _path(base: Path, text: str | None) -> Path | None:
 
 
 def _read_name(top: Section) -> str:
-    name = top.string("name", None, directive=True)
+    name: str | None = top.string("name", None, directive=True)
     if name is None:
         if not top.has("name"):
             top.error("name", "missing; give the run a name, e.g. `name: llama-8b`")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ftslurm.spec.duration import TimeFormatError, parse_time
+from ftslurm.spec.duration import TimeFormatError, parse_duration
 from ftslurm.spec.fields import Section
 from ftslurm.spec.limits import NODES_WARNING_ABOVE, sbatch_option_problem
 from ftslurm.spec.yaml_loader import YScalar
@@ -88,7 +88,7 @@ def read_resources(top: Section) -> Resources:
     time_seconds = None
     if time is not None:
         try:
-            time_seconds = parse_time(time)
+            time_seconds = parse_duration(time)
         except TimeFormatError as error:
             top.error("time", str(error))
     return Resources(

@@ -18,11 +18,29 @@ from typing import Any
 from ftslurm import exit_codes
 from ftslurm.errors import UsageError
 from ftslurm.fault_tolerance.config import FaultToleranceConfig, parse_value
-from ftslurm.spec.fields import Section, check_writable_place, signal_name
+from ftslurm.rundir import RunDir
+from ftslurm.spec.fields import Section, canonical_signal_name, check_writable_place
 from ftslurm.spec.yaml_loader import YScalar, to_python
 
 DEFAULT_MAX_FAILURES = 3
 DEFAULT_MAX_ATTEMPTS = 100
+#: Inclusive bounds (None: unbounded) of the `autoresume:` integers. The one set of limits:
+#: the spec reader, `--max-failures` and the chain's `ChainConfig` all check these.
+AUTORESUME_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "max_failures": (1, None),
+    "max_attempts": (1, None),
+    "do_not_retry_exit_code": (1, 255),
+}
+
+
+def autoresume_problem(name: str, value: object) -> str | None:
+    """Why `value` cannot be `autoresume.<name>`, or None when it is within bounds."""
+    low, high = AUTORESUME_BOUNDS[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (
+            high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        return f"autoresume.{name} must be an integer {bounds}, got {value!r}"
+    return None
 DEFAULT_WARNING_SIGNAL = "SIGUSR1"
 DEFAULT_WARNING_TIME = 300
 DEFAULT_STOP_GRACE = 60
@@ -34,8 +52,9 @@ MAX_WARNING_TIME = 65535
 class AutoResume:
     """When the chain of attempts stops."""
 
+    #: The finished flag (default: `RunDir.default_flag`).
+    flag_file: Path
     max_failures: int = DEFAULT_MAX_FAILURES
-    flag_file: Path = Path("finished.flag")
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     do_not_retry_exit_code: int = exit_codes.DO_NOT_RETRY
 
@@ -69,7 +88,8 @@ def read_fault_tolerance(top: Section) -> dict[str, Any]:
             section.error(key, "expected a single value, not a list or mapping")
             continue
         raw = to_python(entry.node)
-        if key == "rank_termination_signal" and isinstance(raw, str) and not signal_name(raw):
+        if (key == "rank_termination_signal" and isinstance(raw, str)
+                and not canonical_signal_name(raw)):
             section.error(key, f"expected a signal name such as SIGTERM or SIGKILL, got {raw!r}")
             continue
         try:
@@ -94,7 +114,7 @@ def read_autoresume(top: Section, base: Path, run_dir: Path, *,
     section.check_keys(("max_failures", "flag_file", "max_attempts", "do_not_retry_exit_code"))
     flag_text = section.string("flag_file", None)
     if flag_text is None:
-        flag_file = run_dir / "finished.flag"
+        flag_file = RunDir(run_dir).default_flag
     else:
         flag_file = Path(os.path.abspath(base / os.path.expanduser(flag_text)))
         problem = forbidden(flag_file)
@@ -103,13 +123,17 @@ def read_autoresume(top: Section, base: Path, run_dir: Path, *,
         else:
             check_writable_place(section, "flag_file", flag_file, directory=False)
     return AutoResume(
-        max_failures=section.integer("max_failures", DEFAULT_MAX_FAILURES, minimum=0),
+        max_failures=_bounded(section, "max_failures", DEFAULT_MAX_FAILURES),
         flag_file=flag_file,
-        max_attempts=section.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, minimum=1),
-        do_not_retry_exit_code=section.integer(
-            "do_not_retry_exit_code", exit_codes.DO_NOT_RETRY, minimum=1, maximum=255
-        ),
+        max_attempts=_bounded(section, "max_attempts", DEFAULT_MAX_ATTEMPTS),
+        do_not_retry_exit_code=_bounded(section, "do_not_retry_exit_code", exit_codes.DO_NOT_RETRY),
     )
+
+
+def _bounded(section: Section, name: str, default: int) -> int:
+    low, high = AUTORESUME_BOUNDS[name]
+    value: int = section.integer(name, default, minimum=low, maximum=high)
+    return value
 
 
 def read_signals(top: Section, time_limit: int | None, launcher: str) -> Signals:
@@ -137,8 +161,10 @@ def read_signals(top: Section, time_limit: int | None, launcher: str) -> Signals
 
 
 __all__ = [
+    "AUTORESUME_BOUNDS",
     "AutoResume",
     "Signals",
+    "autoresume_problem",
     "read_autoresume",
     "read_fault_tolerance",
     "read_signals",

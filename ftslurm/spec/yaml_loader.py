@@ -139,14 +139,15 @@ class _BoundedLoader(yaml.SafeLoader):
         self.depth += 1
         self.composed += 1
         try:
+            # The ignores below: types-PyYAML leaves `peek_event` unannotated.
             if self.composed > MAX_YAML_NODES:
-                line = self.peek_event().start_mark.line + 1
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
                 raise YamlLimitError(
                     f"{self.filename}:{line}: the YAML holds more than {MAX_YAML_NODES} values; "
                     "a job spec needs far fewer: is it the right file?"
                 )
             if self.depth > MAX_YAML_DEPTH:
-                line = self.peek_event().start_mark.line + 1
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
                 raise YamlLimitError(
                     f"{self.filename}:{line}: lists and mappings are nested more than "
                     f"{MAX_YAML_DEPTH} levels deep; a job spec needs a few levels only"
@@ -206,6 +207,7 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             items = (self.build(item, f"{key}[{index}]") for index, item in enumerate(node.value))
             return YSequence(tuple(items), line)
+        assert isinstance(node, yaml.ScalarNode)  # the composer makes no other kind of node
         try:
             value = self.loader.construct_object(node)
         except (ValueError, OverflowError) as error:  # e.g. an integer of 5000 digits

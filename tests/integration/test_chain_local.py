@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ftslurm.backends.local import LocalScheduler
 from ftslurm.chain.ledger import Ledger
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "tests" / "integration" / "workloads" / "chain_workload.sh"
@@ -137,10 +137,8 @@ def test_cancel_stops_a_running_attempt(tmp_path: Path) -> None:
                                 "local", str(spec)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not (run_dir / "holding").exists():
-            assert time.monotonic() < deadline, "the workload never started"
-            time.sleep(0.1)
+        wait_for((run_dir / "holding").exists, "the workload to start", timeout=DEADLINE_S,
+                 interval=0.1)
         result = ftslurm("cancel", str(run_dir), "--json")
         assert result.returncode == 0, result.stdout + result.stderr
         assert watcher.wait(timeout=DEADLINE_S) == 1
@@ -175,18 +173,21 @@ def test_watch_killed_at_random_points_never_duplicates(tmp_path: Path, seed: in
     run_dir = tmp_path / "run"
     submit = [sys.executable, "-m", "ftslurm.cli", "submit", "--backend", "local", str(spec)]
     watch = [sys.executable, "-m", "ftslurm.cli", "watch", str(run_dir)]
-    deadline = time.monotonic() + 4 * DEADLINE_S
     kills = 0
-    while True:
-        assert time.monotonic() < deadline, "the run did not finish"
+
+    def one_more_round() -> bool:
+        """Run `submit` or `watch`, killed at a random moment; True once one of them ended by
+        itself (not killed) with the run over."""
+        nonlocal kills
         # until the ledger exists, `submit` (killed too) creates the run; then `watch` drives it
         command = watch if (run_dir / "ledger.json").exists() else submit
         code = _run_until_killed(command, rng.uniform(0.2, 3.0) if kills < 12 else DEADLINE_S)
         kills += code is None
         ledger = run_dir / "ledger.json"
-        if code is not None and ledger.exists() and Ledger.open(run_dir).state().run_status \
-                != "running":
-            break
+        return code is not None and ledger.exists() and Ledger.open(run_dir).state().run_status \
+            != "running"
+
+    wait_for(one_more_round, "the run to finish", timeout=4 * DEADLINE_S, interval=0)
     data = status(run_dir)
     assert data["state"] == "finished"
     assert [a["outcome"] for a in data["attempts"]] == ["failed", "failed", "finished"]

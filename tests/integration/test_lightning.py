@@ -20,6 +20,8 @@ import pytest
 pytest.importorskip("lightning")
 
 from ftslurm import exit_codes
+from ftslurm.fault_tolerance.timeouts import learned_path, load_learned
+from ftslurm.lightning.state import LEGACY_STATE_FILE
 
 WORKLOAD = Path(__file__).parent / "workloads" / "lightning_workload.py"
 DEADLINE = 240.0
@@ -41,15 +43,23 @@ def _env(tmp_path: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _launch(tmp_path: Path, *options: str,
-            workload: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_command(tmp_path, *options, workload=workload), env=_env(tmp_path),
+def _launch(tmp_path: Path, *options: str, workload: tuple[str, ...] = (),
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_command(tmp_path, *options, workload=workload),
+                          env={**_env(tmp_path), **(env or {})},
                           capture_output=True, text=True, timeout=DEADLINE)
 
 
 def _results(tmp_path: Path, restart: int) -> list[dict]:
     return [json.loads((tmp_path / "out" / f"result.{rank}.{restart}.json").read_text())
             for rank in (0, 1)]
+
+
+def _learned_state(folder: Path) -> dict:
+    """The learned timeouts kept in `folder`, shaped like `RankMonitorClient.state_dict()`."""
+    learned = load_learned(folder)
+    assert learned is not None, f"no learned timeouts in {folder}"
+    return {"hb_timeouts": learned.to_dict()}
 
 
 def _events(tmp_path: Path, kind: str) -> list[dict]:
@@ -68,15 +78,16 @@ def test_heartbeats_reach_the_monitor_and_learned_timeouts_are_reloaded(tmp_path
     # Every training step's heartbeat is in the slot the monitor reads (plus train start and the
     # validation batches).
     assert all(r["heartbeats"] >= r["global_step"] + 1 == 13 for r in results), results
-    saved = json.loads((exp_dir / "ft_state.json").read_text())
+    saved = _learned_state(exp_dir)
     assert all(r["saved_state"] == saved for r in results)
+    assert not (exp_dir / LEGACY_STATE_FILE).exists()
     learned = saved["hb_timeouts"]
     assert learned["initial"] > 0 and learned["subsequent"] > 0
     assert f"ranks set heartbeat timeouts: initial={learned['initial']} s" in first.stderr
     assert (tmp_path / "finished.flag").exists()
 
     # Next run (fresh checkpoints, so it trains again; too few steps to learn anything new): the
-    # callback loads ft_state.json at setup and the launcher's monitor enforces those timeouts.
+    # callback loads the learned timeouts at setup and the launcher's monitor enforces them.
     (tmp_path / "finished.flag").unlink()
     second_dir = tmp_path / "second"
     second_dir.mkdir()
@@ -88,8 +99,25 @@ def test_heartbeats_reach_the_monitor_and_learned_timeouts_are_reloaded(tmp_path
     assert status["timeouts"] == learned
     assert (f"ranks set heartbeat timeouts: initial={learned['initial']} s, "
             f"subsequent={learned['subsequent']} s") in second.stderr
-    assert json.loads((exp_dir / "ft_state.json").read_text()) == saved
+    assert _learned_state(exp_dir) == saved
     assert (second_dir / "finished.flag").exists()
+
+
+def test_in_a_run_dir_the_launcher_and_the_callback_keep_one_learned_timeouts_file(
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {"FTSLURM_RUN_DIR": str(run_dir), "FTSLURM_ATTEMPT": "1"}
+    result = _launch(tmp_path, "--max-restarts=0", "--ft-safety-factor=200",
+                     workload=("--calculate-timeouts", "--val-batches", "2"), env=env)
+    assert result.returncode == exit_codes.OK, result.stderr[-3000:]
+    results = _results(tmp_path, 0)
+    # No exp_dir: the callback keeps its state in the run directory ...
+    assert all(r["state_dir"] == str(run_dir) for r in results)
+    # ... in the very file the launcher merges what the ranks set into.
+    assert f"saved the learned timeouts to {learned_path(run_dir)}" in result.stderr
+    saved = _learned_state(run_dir)
+    assert all(r["saved_state"] == saved for r in results)
+    assert sorted(p.name for p in run_dir.glob("*.json")) == [learned_path(run_dir).name]
 
 
 def test_hang_in_a_training_step_is_detected_and_the_group_restarted(tmp_path: Path) -> None:

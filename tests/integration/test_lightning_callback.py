@@ -7,6 +7,7 @@ the real launcher is in test_lightning.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,9 +27,19 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import ftslurm.lightning.callback as ftl  # noqa: E402
+from ftslurm.fault_tolerance.agent import FaultTolerantAgent  # noqa: E402
+from ftslurm.fault_tolerance.config import FaultToleranceConfig  # noqa: E402
 from ftslurm.fault_tolerance.heartbeat import STOP_VOTED_FILE, Slot, slot_path  # noqa: E402
+from ftslurm.fault_tolerance.launcher import effective_timeouts  # noqa: E402
+from ftslurm.fault_tolerance.status import StatusFile  # noqa: E402
+from ftslurm.fault_tolerance.timeouts import (  # noqa: E402
+    HeartbeatTimeouts,
+    learned_path,
+    load_learned,
+    merge,
+)
 from ftslurm.lightning import FaultToleranceCallback, FaultToleranceCallbackError  # noqa: E402
-from ftslurm.lightning.state import load_state, merge_timeouts, save_state  # noqa: E402
+from ftslurm.lightning.state import LEGACY_STATE_FILE, load_legacy_timeouts  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,33 +171,116 @@ def test_missing_flag_variable_under_the_launcher_is_an_error_at_setup(
     assert not slot.read().connected
 
 
+def _learned_state(folder: Path) -> dict[str, Any]:
+    """The learned timeouts of `folder` in the shape of `RankMonitorClient.state_dict()`."""
+    learned = load_learned(folder)
+    return {} if learned is None else {"hb_timeouts": learned.to_dict()}
+
+
+def _adopt_as_launcher(run_dir: Path, timeouts: HeartbeatTimeouts, node: str) -> None:
+    """What the launcher of `node` does when its ranks set `timeouts` (only the state
+    `FaultTolerantAgent._adopt_timeouts` reads: its monitor, status file and run directory)."""
+    agent = SimpleNamespace(_monitor=SimpleNamespace(timeouts=None), _run_dir=run_dir,
+                            _status=StatusFile(None, node=node, max_restarts=0))
+    FaultTolerantAgent._adopt_timeouts(agent, timeouts)  # type: ignore[arg-type]
+
+
 def test_learned_timeouts_are_saved_and_loaded(tmp_path: Path, flag: Path, slot: Slot) -> None:
     exp = tmp_path / "exp"
     first = FaultToleranceCallback(autoresume=True, calculate_timeouts=True, exp_dir=exp,
                                    min_train_iters=3)
     _fit(tmp_path, first, max_steps=12)  # 8 steps per epoch: an epoch end and saves were seen
-    saved = load_state(exp)
+    saved = _learned_state(exp)
     assert saved == first.saved_state and set(saved["hb_timeouts"]) == {"initial", "subsequent"}
     assert slot.read().requested_subsequent == saved["hb_timeouts"]["subsequent"]
 
     second = FaultToleranceCallback(autoresume=True, calculate_timeouts=True, exp_dir=exp,
                                     min_train_iters=1000)
     _fit(tmp_path / "second", second)
-    assert second.loaded_state == saved and load_state(exp) == saved
+    assert second.loaded_state == saved and _learned_state(exp) == saved
+    assert not (exp / LEGACY_STATE_FILE).exists()
+
+
+def test_the_launcher_and_the_callback_keep_one_learned_timeouts_file(
+        tmp_path: Path, flag: Path, slot: Slot, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("FTSLURM_RUN_DIR", str(run_dir))
+    # Node n1's launcher saw its ranks set timeouts: a long initial one, a tiny subsequent one.
+    _adopt_as_launcher(run_dir, HeartbeatTimeouts(900.0, 0.001), "n1")
+    assert _learned_state(run_dir) == {"hb_timeouts": {"initial": 900.0, "subsequent": 0.001}}
+
+    # The callback (no exp_dir: the run directory) loads that file and merges into it.
+    callback = FaultToleranceCallback(autoresume=True, calculate_timeouts=True,
+                                      min_train_iters=3)
+    _fit(tmp_path, callback, max_steps=12)
+    assert callback.state_dir == run_dir
+    assert callback.loaded_state == {"hb_timeouts": {"initial": 900.0, "subsequent": 0.001}}
+    learned = load_learned(run_dir)
+    assert learned is not None and callback.saved_state == _learned_state(run_dir)
+    # The callback learned a shorter initial timeout (kept: 900) and a longer subsequent one.
+    assert learned.initial == 900.0 and learned.subsequent is not None
+    assert learned.subsequent > 0.001
+    assert "FaultToleranceCallback" in json.loads(learned_path(run_dir).read_text())["source"]
+
+    # Another node's launcher with smaller timeouts lowers nothing; no timeout (None) wins.
+    _adopt_as_launcher(run_dir, HeartbeatTimeouts(1.0, 0.001), "n2")
+    assert load_learned(run_dir) == learned
+    _adopt_as_launcher(run_dir, HeartbeatTimeouts(None, 0.001), "n2")
+    assert load_learned(run_dir) == HeartbeatTimeouts(None, learned.subsequent)
+    _adopt_as_launcher(run_dir, HeartbeatTimeouts(5.0, 0.001), "n1")
+    assert load_learned(run_dir) == HeartbeatTimeouts(None, learned.subsequent)
+
+    # The next attempt's launcher and callback both start from that one file.
+    assert effective_timeouts(FaultToleranceConfig(), run_dir) == load_learned(run_dir)
+    second = FaultToleranceCallback(autoresume=True, calculate_timeouts=True,
+                                    min_train_iters=1000)
+    _fit(tmp_path / "second", second)
+    assert second.loaded_state == {"hb_timeouts": {"initial": None,
+                                                   "subsequent": learned.subsequent}}
+    assert sorted(p.name for p in run_dir.glob("*.json")) == [learned_path(run_dir).name]
+
+
+def test_an_upgraded_run_starts_from_the_old_state_file(
+        tmp_path: Path, flag: Path, slot: Slot) -> None:
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    old = {"hb_timeouts": {"initial": 1000.0, "subsequent": 500.0}}
+    (exp / LEGACY_STATE_FILE).write_text(json.dumps(old))
+    first = FaultToleranceCallback(autoresume=True, calculate_timeouts=True, exp_dir=exp,
+                                   min_train_iters=3)
+    _fit(tmp_path, first, max_steps=12)
+    # Loaded from the old file and merged: what the old file held was larger, so it stays.
+    assert first.loaded_state == old and first.saved_state == old
+    assert _learned_state(exp) == old
+    assert slot.read().requested_initial == 1000.0
+
+    # Once the new file exists, the old one is not read any more.
+    (exp / LEGACY_STATE_FILE).write_text(json.dumps({"hb_timeouts": {"initial": 7.0,
+                                                                      "subsequent": 7.0}}))
+    second = FaultToleranceCallback(autoresume=True, calculate_timeouts=True, exp_dir=exp,
+                                    min_train_iters=1000)
+    _fit(tmp_path / "second", second)
+    assert second.loaded_state == old
 
 
 def test_state_file_helpers(tmp_path: Path) -> None:
-    assert load_state(tmp_path) == {}
-    save_state(tmp_path, {"hb_timeouts": {"initial": 10.0, "subsequent": 2.0}})
-    merged = merge_timeouts(load_state(tmp_path),
-                            {"hb_timeouts": {"initial": 5.0, "subsequent": 3.0}})
-    assert merged == {"hb_timeouts": {"initial": 10.0, "subsequent": 3.0}}
-    assert merge_timeouts({}, merged) == merged == merge_timeouts(merged, {})
-    unlimited = merge_timeouts(merged, {"hb_timeouts": {"initial": None, "subsequent": 1.0}})
-    assert unlimited == {"hb_timeouts": {"initial": None, "subsequent": 3.0}}
-    (tmp_path / "ft_state.json").write_text("{broken")
+    assert load_legacy_timeouts(tmp_path) is None
+    (tmp_path / LEGACY_STATE_FILE).write_text(
+        json.dumps({"hb_timeouts": {"initial": 10.0, "subsequent": 2.0}}))
+    loaded = load_legacy_timeouts(tmp_path)
+    assert loaded == HeartbeatTimeouts(10.0, 2.0)
+    merged = merge(loaded, HeartbeatTimeouts(5.0, 3.0))
+    assert merged == HeartbeatTimeouts(10.0, 3.0)
+    assert merge(None, merged) == merged == merge(merged, merged)
+    assert merge(merged, HeartbeatTimeouts(None, 1.0)) == HeartbeatTimeouts(None, 3.0)
+    (tmp_path / LEGACY_STATE_FILE).write_text("{}")
+    assert load_legacy_timeouts(tmp_path) is None
+    (tmp_path / LEGACY_STATE_FILE).write_text("{broken")
     with pytest.raises(ValueError, match=r"ft_state\.json"):
-        load_state(tmp_path)
+        load_legacy_timeouts(tmp_path)
+    (tmp_path / LEGACY_STATE_FILE).write_text('{"hb_timeouts": {"initial": -1}}')
+    with pytest.raises(ValueError, match=r"ft_state\.json"):
+        load_legacy_timeouts(tmp_path)
 
 
 def test_unsupported_simulated_faults_are_refused() -> None:
@@ -200,7 +295,7 @@ def test_ftslurm_imports_without_lightning() -> None:
         "sys.modules['lightning'] = sys.modules['pytorch_lightning'] = None\n"
         "import ftslurm, ftslurm.fault_tolerance, ftslurm.lightning.state\n"
         "try:\n"
-        "    import ftslurm.lightning\n"
+        "    from ftslurm.lightning import FaultToleranceCallback\n"
         "except ImportError as error:\n"
         "    print(error)\n"
     )

@@ -13,13 +13,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ftslurm import exit_codes
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from tests.waiting import wait_for
 
 TRAIN = REPO_ROOT / "examples" / "ddp_resume" / "train.py"
 STEPS = 120
@@ -61,10 +61,15 @@ def test_stopped_and_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> No
     resumed.mkdir()
     first_log = tmp_path / "first.log"
     first = _launch(resumed, first_log)
-    deadline = time.monotonic() + DEADLINE
-    while "resuming at step 0" not in first_log.read_text():
-        assert time.monotonic() < deadline and first.poll() is None, first_log.read_text()
-        time.sleep(0.05)
+
+    def training() -> bool:
+        text = first_log.read_text()
+        started = "resuming at step 0" in text
+        assert started or first.poll() is None, text  # the launcher exited before training
+        return started
+
+    wait_for(training, "the first attempt to start training", timeout=DEADLINE,
+             details=first_log.read_text)
     first.send_signal(signal.SIGTERM)
     assert _wait(first, first_log) == exit_codes.STOPPED, first_log.read_text()[-3000:]
     stopped_at = re.search(r"stopped by \S+ at step (\d+); checkpoint saved", first_log.read_text())

@@ -9,11 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.waiting import wait_for
 
 WORKLOAD = Path(__file__).parent / "workloads" / "stop_vote.py"
 WORLD = 4
@@ -31,16 +32,6 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _wait_until(predicate, what: str, procs: list[subprocess.Popen]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        if time.monotonic() > deadline:
-            for p in procs:
-                p.kill()
-            pytest.fail(f"timed out after {DEADLINE:.0f} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def _spawn_ranks(out: Path) -> list[subprocess.Popen]:
@@ -65,13 +56,13 @@ def test_random_subset_of_ranks_signalled_all_stop_at_same_step(
     start_after = rng.randint(1, 40)
     procs = _spawn_ranks(tmp_path)
     try:
-        _wait_until(
-            lambda: all((_read_int(tmp_path / f"progress-{r}") or 0) >= start_after
-                        for r in range(WORLD)),
-            f"every rank to pass step {start_after}", procs)
+        wait_for(lambda: all((_read_int(tmp_path / f"progress-{r}") or 0) >= start_after
+                             for r in range(WORLD)),
+                 f"every rank to pass step {start_after}", timeout=DEADLINE, interval=0.01)
         for r in targets:
             procs[r].send_signal(signal.SIGTERM)
-        _wait_until(lambda: all(p.poll() is not None for p in procs), "the ranks to exit", procs)
+        wait_for(lambda: all(p.poll() is not None for p in procs), "the ranks to exit",
+                 timeout=DEADLINE, interval=0.01)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -38,6 +38,7 @@ from ftslurm.chain.ledger import Ledger
 from ftslurm.slurm import SlurmClient, SlurmCommandError
 from tests.slurm.chain_util import REPO, no_jobs_left, run_ended
 from tests.slurm.test_chain_faults_cluster import cluster_daemon, shim_env
+from tests.waiting import poll
 
 TRIALS = int(os.environ.get("FTSLURM_FAULT_TRIALS", "10"))
 FIRST_SEED = int(os.environ.get("FTSLURM_FAULT_SEED", "1000"))
@@ -156,10 +157,10 @@ def inject(trial: Trial, rng: random.Random, done: threading.Event) -> None:
     the chain recovered from the one before."""
     shim = trial.folder / "shim"
     for fault in trial.async_faults:
-        deadline = time.monotonic() + 120
-        while not recovered(trial) and time.monotonic() < deadline:
-            if done.wait(0.2):
-                return
+        # best effort: after 120 s without recovery the next fault comes anyway
+        poll(lambda: done.is_set() or recovered(trial), timeout=120, interval=0.2)
+        if done.is_set():
+            return
         if done.wait(rng.uniform(0.5, 6.0)) or run_over(trial):
             return
         if fault == "sbatch":
@@ -173,18 +174,22 @@ def inject(trial: Trial, rng: random.Random, done: threading.Event) -> None:
             finally:
                 cluster_daemon("start", "slurmctld")
         elif fault == "kill":
-            deadline = time.monotonic() + 120
-            while not done.wait(0.2) and time.monotonic() < deadline:
+            def kill_a_batch_shell() -> str | None:
+                if done.is_set():
+                    return "done"
                 job = running_job(trial)
                 pid = batch_shell(job) if job else None
-                if pid:
-                    done.wait(rng.uniform(0.0, 3.0))
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        continue  # it ended meanwhile: try the next attempt
-                    break
-            else:
+                if not pid:
+                    return None
+                done.wait(rng.uniform(0.0, 3.0))
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    return None  # it ended meanwhile: try the next attempt
+                return "killed"
+
+            # best effort: no attempt's batch shell found running in 120 s, no kill this trial
+            if poll(kill_a_batch_shell, timeout=120, interval=0.2) != "killed":
                 continue
         trial.injected.append(fault)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEV_CLUSTER
+from tests.slurm.dev_cluster import DEV_CLUSTER
 
 
 def _script(*args: str, cluster_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ftslurm.slurm import JobSummary, SlurmClient, SlurmCommandError, SubmittedJob
+from tests import waiting
 
 pytestmark = pytest.mark.slurm
 
@@ -22,16 +22,9 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
-def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = DEADLINE_S) -> T:
-    """Poll `predicate` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last value: {last!r}")
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
+    """Poll every 0.5 s (each poll asks SLURM) until `predicate` returns something truthy."""
+    return waiting.wait_for(predicate, what, timeout=timeout, interval=0.5)
 
 
 @pytest.fixture()

@@ -1,11 +1,11 @@
-"""`ftslurm submit`'s run dir: validation before any write, reuse rules, rendered scripts."""
+"""`ftslurm submit`'s run dir: validation before any write, reuse rules, rendered scripts.
+
+(shellcheck on the scripts, and `ftslurm status` against a hanging scheduler, run processes:
+tests/integration/test_chain_run_processes.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,22 +18,7 @@ from ftslurm.chain.run import check_reuse, prepare_run, resolve_backend, write_r
 from ftslurm.chain.settings import load_settings
 from ftslurm.chain.view import stall, status_data
 from ftslurm.errors import UsageError
-
-SPEC = """\
-name: unit
-nodes: {nodes}
-nproc_per_node: 2
-time: "5:00"
-launcher: {launcher}
-command: [train.py, --steps, "10"]
-signals: {{warning_time: 90}}
-"""
-
-
-def spec_file(tmp_path: Path, nodes: int = 1, launcher: str = "none") -> Path:
-    path = tmp_path / "job.yaml"
-    path.write_text(SPEC.format(nodes=nodes, launcher=launcher))
-    return path
+from tests.helpers import slurm_run, spec_file
 
 
 def test_prepare_writes_nothing_and_write_run_creates_the_run(tmp_path: Path) -> None:
@@ -49,22 +34,23 @@ def test_prepare_writes_nothing_and_write_run_creates_the_run(tmp_path: Path) ->
     assert Ledger.open(run_dir).state().run_id.startswith("unit-")
 
 
-@pytest.mark.parametrize("launcher", ["ft", "torchrun", "none"])
-def test_scripts_pass_shellcheck(tmp_path: Path, launcher: str) -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (scripts/install installs it)")
-    for backend in ("local", "slurm"):
-        script = prepare_run(spec_file(tmp_path, launcher=launcher), backend=backend).script_text
-        assert "-m ftslurm.cli chain-start" in script and "chain-end --status" in script
-        result = subprocess.run(["shellcheck", "-"], input=script, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout
-
-
 def test_slurm_script_self_chains_from_the_spec_python(tmp_path: Path) -> None:
     prepared = prepare_run(spec_file(tmp_path, nodes=2), backend="slurm")
     assert prepared.settings.mode == "self"
     assert "python3 -m ftslurm.cli chain-start || chain_rc=$?" in prepared.script_text
     assert prepare_run(spec_file(tmp_path), backend="slurm", watch=True).settings.mode == "loop"
+
+
+def test_the_script_header_tells_submit_from_render(tmp_path: Path) -> None:
+    from ftslurm.render import render
+    from ftslurm.spec import load_spec
+
+    submitted = prepare_run(spec_file(tmp_path), backend="slurm").script_text
+    rendered = render(load_spec(spec_file(tmp_path)))
+    assert submitted.splitlines()[1].startswith("# Rendered by `ftslurm submit`")
+    assert "ftslurm submit --resume" in submitted.split("#SBATCH")[0]
+    assert rendered.splitlines()[1].startswith("# Rendered by `ftslurm render`")
+    assert "ftslurm submit" not in rendered.split("#SBATCH")[0]
 
 
 def test_local_backend_refuses_several_nodes(tmp_path: Path) -> None:
@@ -137,39 +123,8 @@ def test_hidden_hooks_are_not_listed() -> None:
     assert sys.executable
 
 
-def _slurm_run(tmp_path: Path) -> Path:
-    """A SLURM run dir with attempt 1 submitted as job 7 (no real scheduler asked)."""
-    write_run(prepare_run(spec_file(tmp_path), backend="slurm"), resume=False)
-    run_dir = tmp_path / "runs" / "unit"
-    ledger = Ledger.open(run_dir)
-    ledger.submit_attempt(1, lambda tag: "7", lambda tag: [])
-    return run_dir
-
-
-HANGING_SLURM = "#!/bin/sh\nexec sleep 600\n"
-
-
-def test_status_answers_from_the_run_dir_when_the_scheduler_hangs(tmp_path: Path) -> None:
-    """sacct and scontrol that never answer (slurmdbd and slurmctld down): `status` returns after
-    its sync timeout with the ledger's view, marked stale, and claims no stall."""
-    run_dir = _slurm_run(tmp_path)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("sacct", "scontrol", "squeue"):
-        (bin_dir / name).write_text(HANGING_SLURM)
-        (bin_dir / name).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-m", "ftslurm.cli", "status", str(run_dir), "--json",
-         "--sync-timeout", "0.5"], capture_output=True, text=True, env=env, timeout=60)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert data["scheduler"]["stale"] and "no answer within 0.5 s" in data["scheduler"]["error"]
-    assert data["stalled"] is None and data["attempts"][0]["status"] == "submitted"
-
-
 def test_a_run_with_nothing_in_flight_is_stalled(tmp_path: Path) -> None:
-    run_dir = _slurm_run(tmp_path)
+    run_dir = slurm_run(tmp_path)
     ledger = Ledger.open(run_dir)
     settings = load_settings(run_dir)
     assert stall(ledger.state(), settings) is None  # attempt 1 is queued

@@ -11,7 +11,7 @@ import pytest
 
 from ftslurm.cli import build_parser
 from ftslurm.spec import load_spec
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 CLI_DOC = (REPO_ROOT / "docs" / "cli.md").read_text()
 

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from ftslurm import env_vars
 from ftslurm.fault_tolerance import RankMonitorClient, RankMonitorClientError
-from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, Slot, decode_timeout, slot_path
+from ftslurm.fault_tolerance.heartbeat import Slot, decode_timeout, slot_path
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
 
 
 @pytest.fixture
 def launcher_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Slot:
     """What the launcher prepares for rank 0: the env and a fresh slot started 'now'."""
-    monkeypatch.setenv(IPC_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(env_vars.FT_IPC_DIR, str(tmp_path))
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("FTSLURM_FT_SAFETY_FACTOR", "2.0")
     slot = Slot.create(slot_path(tmp_path, 0), start_time=100.0)
@@ -31,7 +32,7 @@ class FakeClock:
 
 
 def test_outside_the_launcher_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(IPC_DIR_ENV, raising=False)
+    monkeypatch.delenv(env_vars.FT_IPC_DIR, raising=False)
     with pytest.raises(RankMonitorClientError, match="ftslurm launch"):
         RankMonitorClient().init_workload_monitoring()
 

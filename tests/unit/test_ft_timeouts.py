@@ -1,18 +1,27 @@
-"""Learned timeouts: computation and persistence in the run directory."""
+"""Learned timeouts: computation, the merge rule, and persistence in the run directory.
+
+Concurrent writers in real processes: tests/integration/test_launcher_learned_timeouts.py.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import filelock
 import pytest
 
+from ftslurm.fault_tolerance import timeouts
 from ftslurm.fault_tolerance.timeouts import (
     HeartbeatTimeouts,
     compute_timeouts,
     learned_path,
     load_learned,
+    lock_path,
+    merge,
     save_learned,
 )
+from ftslurm.rundir import RunDir
 
 
 def test_compute_uses_the_safety_factor() -> None:
@@ -22,12 +31,57 @@ def test_compute_uses_the_safety_factor() -> None:
 
 def test_save_and_load(tmp_path: Path) -> None:
     assert load_learned(tmp_path) is None
-    save_learned(tmp_path, HeartbeatTimeouts(10.0, 2.5), source="n1")
+    assert save_learned(tmp_path, HeartbeatTimeouts(10.0, 2.5), source="n1") == HeartbeatTimeouts(
+        10.0, 2.5)
     assert load_learned(tmp_path) == HeartbeatTimeouts(10.0, 2.5)
-    assert [p.name for p in tmp_path.iterdir()] == [learned_path(tmp_path).name]
+    # The file and its lock, nothing half-written left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [learned_path(tmp_path).name, lock_path(tmp_path).name])
+    assert learned_path(tmp_path) == RunDir(tmp_path).learned_timeouts
+    assert lock_path(tmp_path) == RunDir(tmp_path).learned_timeouts_lock
+    assert json.loads(learned_path(tmp_path).read_text())["source"] == "n1"
 
 
 def test_bad_file_is_reported(tmp_path: Path) -> None:
     learned_path(tmp_path).write_text('{"initial": "soon"}')
     with pytest.raises(ValueError, match=r"ft_learned_timeouts\.json"):
         load_learned(tmp_path)
+
+
+def test_merge_keeps_the_larger_timeout_and_none_is_largest() -> None:
+    old = HeartbeatTimeouts(10.0, 2.0)
+    assert merge(None, old) == old
+    assert merge(old, HeartbeatTimeouts(5.0, 3.0)) == HeartbeatTimeouts(10.0, 3.0)
+    assert merge(old, HeartbeatTimeouts(None, 1.0)) == HeartbeatTimeouts(None, 2.0)
+    assert merge(HeartbeatTimeouts(None, None), old) == HeartbeatTimeouts(None, None)
+
+
+def test_a_second_writer_never_lowers_a_learned_timeout(tmp_path: Path) -> None:
+    save_learned(tmp_path, HeartbeatTimeouts(10.0, 2.0), source="n1")
+    kept = save_learned(tmp_path, HeartbeatTimeouts(5.0, 3.0), source="n2")
+    assert kept == load_learned(tmp_path) == HeartbeatTimeouts(10.0, 3.0)
+    assert json.loads(learned_path(tmp_path).read_text())["source"] == "n2"
+    # None (no timeout) stays None, whatever comes later.
+    save_learned(tmp_path, HeartbeatTimeouts(None, 1.0), source="n1")
+    save_learned(tmp_path, HeartbeatTimeouts(1.0, 1.0), source="n2")
+    assert load_learned(tmp_path) == HeartbeatTimeouts(None, 3.0)
+    # Nothing new: the file is left as it was (its last writer included).
+    before = learned_path(tmp_path).read_text()
+    save_learned(tmp_path, HeartbeatTimeouts(1.0, 1.0), source="n3")
+    assert learned_path(tmp_path).read_text() == before
+
+
+def test_an_unreadable_file_is_replaced(tmp_path: Path) -> None:
+    learned_path(tmp_path).write_text("{broken")
+    assert save_learned(tmp_path, HeartbeatTimeouts(4.0, 2.0), source="n1") == HeartbeatTimeouts(
+        4.0, 2.0)
+    assert load_learned(tmp_path) == HeartbeatTimeouts(4.0, 2.0)
+
+
+def test_a_writer_needs_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process (here: another lock object) is in the middle of its read-merge-write.
+    monkeypatch.setattr(timeouts, "LOCK_TIMEOUT", 0)
+    with filelock.FileLock(str(lock_path(tmp_path))), pytest.raises(filelock.Timeout):
+        save_learned(tmp_path, HeartbeatTimeouts(4.0, 2.0), source="n1")
+    assert load_learned(tmp_path) is None
+

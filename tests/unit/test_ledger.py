@@ -1,19 +1,16 @@
-"""The run directory's ledger: creation, corruption, the attempt's life, no duplicate submission."""
+"""The run directory's ledger: creation, corruption, the attempt's life, no duplicate submission.
+
+(Real processes racing, killed and restarted on a ledger:
+tests/integration/test_ledger_processes.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from ftslurm.chain.ledger import (
-    LEDGER_FILE,
     Ledger,
     LedgerError,
     LedgerLockError,
@@ -22,7 +19,7 @@ from ftslurm.chain.ledger import (
     write_progress,
 )
 from ftslurm.chain.outcome import Outcome
-from tests.waiting import wait_for
+from ftslurm.rundir import RunDir
 
 
 @pytest.fixture
@@ -63,13 +60,13 @@ def test_open_missing(tmp_path: Path) -> None:
 )
 def test_corrupt_or_foreign_file_is_a_clear_error(tmp_path: Path, content: bytes,
                                                   message: str) -> None:
-    (tmp_path / LEDGER_FILE).write_bytes(content)
+    RunDir(tmp_path).ledger.write_bytes(content)
     for call in (lambda: Ledger.open(tmp_path),
                  lambda: Ledger.create(tmp_path, spec_fingerprint="x"),
                  lambda: Ledger(tmp_path).reserve(1)):
         with pytest.raises(LedgerError, match=message):
             call()
-    assert (tmp_path / LEDGER_FILE).read_bytes() == content  # never silently reset
+    assert RunDir(tmp_path).ledger.read_bytes() == content  # never silently reset
 
 
 def test_bad_record_is_named(ledger: Ledger) -> None:
@@ -195,60 +192,7 @@ def test_submission_that_went_through_despite_an_error_is_found(ledger: Ledger) 
         ledger.submit_attempt(2, broken, lambda tag: ["56", "57"])
 
 
-# -- real processes: watchers racing, killed, restarted ------------------------------------
-
-WATCHER = textwrap.dedent(
-    """
-    import os, sys, uuid
-    from pathlib import Path
-    from ftslurm.chain.ledger import Ledger
-
-    run_dir, jobs, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-
-    def submit(tag):
-        job_id = uuid.uuid4().hex[:8]
-        (jobs / f"{tag}.{job_id}").write_text(str(os.getpid()))
-        if mode == "die-after-submit":
-            os._exit(9)  # killed between the scheduler's answer and the ledger record
-        return job_id
-
-    def find(tag):
-        return [p.name.rsplit(".", 1)[1] for p in jobs.iterdir() if p.name.startswith(tag + ".")]
-
-    ledger = Ledger(run_dir)
-    claim_s = 0.0 if mode == "die-after-submit" else 300.0  # a dead submitter's claim expired
-    print(ledger.submit_attempt(1, submit, find, claim_s=claim_s))
-    """
-)
-
-
-def run_watcher(run_dir: Path, jobs: Path, mode: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WATCHER, str(run_dir), str(jobs), mode],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_watcher_killed_after_submit_does_not_duplicate(ledger: Ledger, tmp_path: Path) -> None:
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    killed = run_watcher(ledger.run_dir, jobs, "die-after-submit")
-    assert killed.wait() == 9
-    assert ledger.state().attempts[0].job_id is None  # reserved, job id never recorded
-    restarted = run_watcher(ledger.run_dir, jobs, "attempt-1")
-    out, err = restarted.communicate()
-    assert restarted.returncode == 0, err
-    assert len(list(jobs.iterdir())) == 1  # reconciled, not submitted again
-    assert ledger.state().attempts[0].job_id == out.strip()
-
-
-def test_racing_watchers_submit_once(ledger: Ledger, tmp_path: Path) -> None:
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    watchers = [run_watcher(ledger.run_dir, jobs, "attempt-1") for _ in range(4)]
-    outputs = {w.communicate()[0].strip() for w in watchers}
-    assert all(w.returncode == 0 for w in watchers)
-    outputs.discard("None")  # it found another watcher's live claim: being submitted right now
-    assert len(list(jobs.iterdir())) == 1 and len(outputs) == 1
-    assert [a.job_id for a in ledger.state().attempts] == [outputs.pop()]
+# -- the lock -----------------------------------------------------------------------------
 
 
 def test_no_lock_is_held_while_the_scheduler_is_called(ledger: Ledger) -> None:
@@ -275,24 +219,3 @@ def test_reading_needs_no_lock(ledger: Ledger) -> None:
     with pytest.raises(LedgerLockError, match=r"ledger\.json\.lock") as error:
         ledger.reserve(1)
     assert error.value.exit_code == 3
-
-
-def test_writer_killed_at_any_moment_leaves_a_readable_ledger(ledger: Ledger) -> None:
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(
-        """
-        import sys
-        from ftslurm.chain.ledger import Ledger
-        from ftslurm.chain.outcome import Outcome
-        ledger = Ledger(sys.argv[1])
-        for n in range(1, 10_000):
-            ledger.reserve(n)
-            ledger.record_submitted(n, str(n))
-            ledger.record_end(n, outcome=Outcome.TIMEOUT, reason="t")
-        """), str(ledger.run_dir)])
-    try:
-        wait_for(lambda: len(ledger.state().attempts) >= 5, "the writer to record 5 attempts")
-    finally:
-        os.kill(writer.pid, signal.SIGKILL)
-        writer.wait()
-    state = ledger.state()  # parses: every write was all-or-nothing
-    assert [a.number for a in state.attempts] == list(range(1, len(state.attempts) + 1))

@@ -263,7 +263,9 @@ def test_stop_cancels_pre_scheduled_successor(tmp_path) -> None:
     ledger.record_submitted(3, "103")
     ledger.record_end(2, outcome=Oc.FAILED, reason="crash", progress=0)
     decision = decide(ledger.state(), ChainConfig(max_failures=2))
-    assert (decision.action, decision.cancel) == ("stop", ("103",))
+    assert decision.action == "stop"
+    # what stopping withdraws: the queued successor, never the attempt that just ended
+    assert [a.job_id for a in ledger.state().never_started] == ["103"]
 
 
 def test_exclusions_are_bounded_most_recent_first(tmp_path) -> None:

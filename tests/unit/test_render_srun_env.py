@@ -1,11 +1,8 @@
-"""`python -m ftslurm.slurm.srun_env`: torchrun's variables from SLURM's, for launcher none."""
+"""`python -m ftslurm.slurm.srun_env`: torchrun's variables from SLURM's, for launcher none.
+
+(The module run as a process: tests/integration/test_render_srun_env_processes.py.)"""
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -34,19 +31,3 @@ def test_missing_variables_are_named() -> None:
         rank_environment({})
     with pytest.raises(SrunEnvError, match=r"\$MASTER_ADDR is not set"):
         rank_environment({k: v for k, v in TASK.items() if k != "MASTER_ADDR"})
-
-
-def test_main_execs_the_command_with_the_rank_environment() -> None:
-    code = "import json, os; print(json.dumps({k: os.environ[k] for k in ('RANK', 'WORLD_SIZE')}))"
-    result = subprocess.run(
-        [sys.executable, "-m", "ftslurm.slurm.srun_env", "--", sys.executable, "-c", code],
-        env={**os.environ, **TASK}, capture_output=True, text=True, check=True,
-    )
-    assert json.loads(result.stdout) == {"RANK": "5", "WORLD_SIZE": "8"}
-
-
-def test_main_outside_srun_is_a_usage_error() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    result = subprocess.run([sys.executable, "-m", "ftslurm.slurm.srun_env", "--", "true"],
-                            env=env, capture_output=True, text=True)
-    assert result.returncode == 2 and "SLURM_PROCID" in result.stderr

@@ -9,13 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftslurm.slurm.hostlist import HostlistError
+from ftslurm.slurm.hostlist import HostlistError, compress_hostlist, expand_hostlist
 from ftslurm.slurm.parse import (
     JobId,
     SlurmParseError,
     SubmittedJob,
-    compress_hostlist,
-    expand_hostlist,
     parse_exit_code,
     parse_job_id,
     parse_key_values,
@@ -23,7 +21,7 @@ from ftslurm.slurm.parse import (
     parse_sbatch_parsable,
     parse_scontrol_show_job,
     parse_state,
-    parse_time,
+    parse_timestamp,
     record_from_scontrol,
     summarize,
 )
@@ -97,11 +95,11 @@ def test_state_with_canceller_and_suffix() -> None:
 
 
 def test_times() -> None:
-    assert parse_time("2024-05-01T10:00:01") == datetime(2024, 5, 1, 10, 0, 1)
-    assert parse_time("Unknown") is None
-    assert parse_time("None") is None
+    assert parse_timestamp("2024-05-01T10:00:01") == datetime(2024, 5, 1, 10, 0, 1)
+    assert parse_timestamp("Unknown") is None
+    assert parse_timestamp("None") is None
     with pytest.raises(SlurmParseError, match="SLURM_TIME_FORMAT"):
-        parse_time("Wed 10:00")
+        parse_timestamp("Wed 10:00")
 
 
 # ---------------------------------------------------------------- hostlists

@@ -16,7 +16,7 @@ import pytest
 from ftslurm import exit_codes
 from ftslurm.errors import UsageError
 from ftslurm.spec import RUN_DIR_RESERVED_NAMES, load_spec
-from ftslurm.spec.duration import MAX_TIME_SECONDS, TimeFormatError, parse_time
+from ftslurm.spec.duration import MAX_TIME_SECONDS, TimeFormatError, parse_duration
 from ftslurm.spec.fields import SpecError
 from ftslurm.spec.limits import NODES_WARNING_ABOVE
 from ftslurm.spec.yaml_loader import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
@@ -154,12 +154,12 @@ def test_standard_tags_and_merges_still_work(tmp_path: Path) -> None:
                                   "1-" + "9" * 30, "9" * 5000])
 def test_time_beyond_the_maximum_is_refused(text: str) -> None:
     with pytest.raises(TimeFormatError, match="longer than 365 days"):
-        parse_time(text)
+        parse_duration(text)
 
 
 def test_time_up_to_the_maximum_is_accepted() -> None:
-    assert parse_time("365-00:00:00") == MAX_TIME_SECONDS == 365 * 86400
-    assert parse_time("infinite") is None
+    assert parse_duration("365-00:00:00") == MAX_TIME_SECONDS == 365 * 86400
+    assert parse_duration("infinite") is None
 
 
 def test_an_absurd_time_in_a_spec_names_key_and_line(tmp_path: Path) -> None:
@@ -322,14 +322,15 @@ def test_other_flag_files_stay_allowed(tmp_path: Path, flag: str | None) -> None
 
 
 def test_the_reserved_names_match_what_ftslurm_writes(tmp_path: Path) -> None:
-    from ftslurm.chain import actions, ledger, run, settings
-    from ftslurm.fault_tolerance import timeouts
+    from ftslurm.rundir import RunDir
 
     spec = load_spec(write(tmp_path, HEAD))
+    paths = RunDir(spec.run_dir)
     written = {
-        ledger.LEDGER_FILE, ledger.LEDGER_FILE + ".lock", ledger.PROGRESS_FILE,
-        settings.CHAIN_FILE, run.SPEC_COPY, *run.SCRIPT_NAMES.values(),
-        actions.LOCAL_JOBS_DIR, actions.LAUNCHER_STATUS_DIR, timeouts.LEARNED_FILE,
-        spec.ft_config_path.name, spec.logs_dir.name,
+        paths.ledger, paths.ledger_lock, paths.progress, paths.chain_settings, paths.spec_copy,
+        paths.script("slurm"), paths.script("local"), paths.local_jobs,
+        paths.launcher_status(1, "n1"), paths.learned_timeouts, paths.learned_timeouts_lock,
+        spec.ft_config_path,
+        paths.job_log("7"), paths.attempt_log(1),
     }
-    assert written == set(RUN_DIR_RESERVED_NAMES)
+    assert {p.relative_to(spec.run_dir).parts[0] for p in written} == set(RUN_DIR_RESERVED_NAMES)

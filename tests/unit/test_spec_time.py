@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftslurm.spec.duration import TimeFormatError, format_seconds, parse_time
+from ftslurm.spec.duration import TimeFormatError, format_seconds, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -13,7 +13,7 @@ from ftslurm.spec.duration import TimeFormatError, format_seconds, parse_time
     ("infinite", None), ("UNLIMITED", None),
 ])
 def test_valid_formats(text: str, seconds: int | None) -> None:
-    assert parse_time(text) == seconds
+    assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -23,10 +23,10 @@ def test_valid_formats(text: str, seconds: int | None) -> None:
 ])
 def test_invalid_formats(text: str, message: str) -> None:
     with pytest.raises(TimeFormatError, match=message):
-        parse_time(text)
+        parse_duration(text)
 
 
 def test_format_round_trips() -> None:
     for seconds in (1, 59, 3600, 86399, 86400, 200000):
-        assert parse_time(format_seconds(seconds)) == seconds
+        assert parse_duration(format_seconds(seconds)) == seconds
     assert format_seconds(90061) == "1-01:01:01"

@@ -23,7 +23,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ftslurm.fault_tolerance.heartbeat import IPC_DIR_ENV, Slot, slot_path
+from ftslurm import env_vars
+from ftslurm.fault_tolerance.heartbeat import Slot, slot_path
 from ftslurm.lightning import FaultToleranceCallback
 
 RANK = int(os.environ.get("RANK", "0"))
@@ -83,7 +84,7 @@ class Probe(pl.Callback):
             handle.write(f"{trainer.global_step}\n")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        ipc_dir = os.environ.get(IPC_DIR_ENV)
+        ipc_dir = os.environ.get(env_vars.FT_IPC_DIR)
         if ipc_dir:  # what the launcher's monitor reads
             slot = Slot.open(slot_path(ipc_dir, RANK))
             self.heartbeats = slot.read().heartbeat_count
@@ -127,7 +128,7 @@ def main() -> None:
         "global_step": trainer.global_step, "stopped_by_signal": ft.stopped_by_signal,
         "wrote_flag": ft.wrote_finished_flag, "loaded_state": ft.loaded_state,
         "saved_state": ft.saved_state, "heartbeats": probe.heartbeats,
-        "stop_checkpoint": ft.stop_checkpoint_path,
+        "stop_checkpoint": ft.stop_checkpoint_path, "state_dir": str(ft.state_dir),
     }
     (args.out / f"result.{RANK}.{RESTART}.json").write_text(json.dumps(result))
     if dist.is_initialized():

@@ -1,0 +1,139 @@
+"""`RunDir`: every file and folder name of a run directory, and nothing else.
+
+A run directory (default `runs/<name>`) holds everything the chain knows, so that any process
+can die and another can pick up from the files. No other module spells one of these names:
+callers ask a `RunDir` for a path. tests/unit/test_contracts.py checks that.
+
+    job.yaml                      the job spec as submitted (`spec_copy`)
+    job.sbatch | job.local.sh     the rendered script of the backend (`script`)
+    chain.json                    the chain's settings (`chain_settings`)
+    ledger.json, ledger.json.lock the ledger and its lock (`ledger`, `ledger_lock`)
+    progress                      the workload's progress marker (`progress`)
+    ft_config.yaml                the `fault_tolerance:` section for the launcher (`ft_config`)
+    ft_learned_timeouts.json      heartbeat timeouts learned by the ranks (`learned_timeouts`),
+                                  and its `.lock` (`learned_timeouts_lock`)
+    finished.flag                 the finished flag, unless the spec names another (`default_flag`)
+    logs/                         job output: `<job id>.out` (SLURM), `attempt-<N>.out` (local)
+    launcher_status/              `attempt-<N>.<node>.json`, one per launcher (`launcher_status`)
+    local_jobs/                   the local backend's job folders (`local_jobs`)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_SPEC_COPY = "job.yaml"
+_SCRIPTS = {"slurm": "job.sbatch", "local": "job.local.sh"}
+_CHAIN_SETTINGS = "chain.json"
+_LEDGER = "ledger.json"
+_LEDGER_LOCK = "ledger.json.lock"
+_PROGRESS = "progress"
+_FT_CONFIG = "ft_config.yaml"
+_LEARNED_TIMEOUTS = "ft_learned_timeouts.json"
+_LEARNED_TIMEOUTS_LOCK = "ft_learned_timeouts.json.lock"
+_DEFAULT_FLAG = "finished.flag"
+_LOGS = "logs"
+_LAUNCHER_STATUS = "launcher_status"
+_LOCAL_JOBS = "local_jobs"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (nothing is created or read here)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    #: The names ftslurm keeps directly under the run directory. The finished flag may be none
+    #: of them, nor inside one: the chain would read its own file as "training finished", or
+    #: the training would write over the chain's state.
+    RESERVED_NAMES = (
+        _LEDGER, _LEDGER_LOCK, _PROGRESS, _CHAIN_SETTINGS, _SPEC_COPY, *_SCRIPTS.values(),
+        _FT_CONFIG, _LOGS, _LAUNCHER_STATUS, _LOCAL_JOBS, _LEARNED_TIMEOUTS, _LEARNED_TIMEOUTS_LOCK,
+    )
+
+    @property
+    def spec_copy(self) -> Path:
+        """The job spec as it was submitted."""
+        return self.root / _SPEC_COPY
+
+    def script(self, backend: str) -> Path:
+        """The rendered script for `backend` ("slurm" or "local")."""
+        return self.root / _SCRIPTS[backend]
+
+    @property
+    def chain_settings(self) -> Path:
+        return self.root / _CHAIN_SETTINGS
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / _LEDGER
+
+    @property
+    def ledger_lock(self) -> Path:
+        return self.root / _LEDGER_LOCK
+
+    @property
+    def progress(self) -> Path:
+        """The progress marker the workload writes (a step number) or touches."""
+        return self.root / _PROGRESS
+
+    @property
+    def ft_config(self) -> Path:
+        """The `fault_tolerance:` section, written for the launcher."""
+        return self.root / _FT_CONFIG
+
+    @property
+    def learned_timeouts(self) -> Path:
+        """Heartbeat timeouts learned by the ranks, read by the next attempt's launcher."""
+        return self.root / _LEARNED_TIMEOUTS
+
+    @property
+    def learned_timeouts_lock(self) -> Path:
+        """The lock every writer of the learned timeouts holds while it merges."""
+        return self.root / _LEARNED_TIMEOUTS_LOCK
+
+    @property
+    def default_flag(self) -> Path:
+        """The finished flag when the spec does not name one."""
+        return self.root / _DEFAULT_FLAG
+
+    @property
+    def logs(self) -> Path:
+        """The folder of the jobs' output."""
+        return self.root / _LOGS
+
+    def job_log(self, job_id: str) -> Path:
+        """A SLURM job's output (`#SBATCH --output=<logs>/%j.out`)."""
+        return self.logs / f"{job_id}.out"
+
+    #: The job-id pattern sbatch expands in `--output` (see `job_log`).
+    JOB_LOG_PATTERN = "%j.out"
+
+    def attempt_log(self, attempt: int) -> Path:
+        """A local attempt's output."""
+        return self.logs / f"attempt-{attempt}.out"
+
+    @property
+    def launcher_status_dir(self) -> Path:
+        return self.root / _LAUNCHER_STATUS
+
+    def launcher_status(self, attempt: int | str, node: str) -> Path:
+        """The status file of the launcher of `attempt` on `node`."""
+        return self.launcher_status_dir / f"attempt-{attempt}.{node}.json"
+
+    def launcher_statuses(self, attempt: int) -> list[Path]:
+        """The status files of every launcher of `attempt`, sorted by node."""
+        return sorted(self.launcher_status_dir.glob(f"attempt-{attempt}.*.json"))
+
+    @property
+    def local_jobs(self) -> Path:
+        """The local backend's job folders."""
+        return self.root / _LOCAL_JOBS
+
+
+__all__ = ["RunDir"]
