@@ -25,8 +25,6 @@ FT_CONFIG_FILE = "FTSLURM_FT_CONFIG"
 FT_IPC_DIR = "FTSLURM_FT_IPC_DIR"
 #: Safety factor the launcher passes to `calculate_and_set_hb_timeouts` in the ranks.
 FT_SAFETY_FACTOR = "FTSLURM_FT_SAFETY_FACTOR"
-#: Directory of the dev cluster's state (scripts/slurm-dev-cluster); optional.
-DEV_CLUSTER_DIR = "FTSLURM_DEV_CLUSTER_DIR"
 #: The job id of an attempt run by the local backend (what SLURM_JOB_ID is under SLURM).
 LOCAL_JOB_ID = "FTSLURM_LOCAL_JOB_ID"
 #: Set by the local supervisor for a local job's script, inherited by every process of the job:

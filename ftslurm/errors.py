@@ -44,3 +44,11 @@ def suggestion(word: str, choices: Iterable[str]) -> str:
     same_but_dashes = [c for c in choices if c.replace("-", "_") == word.replace("-", "_")]
     matches = same_but_dashes or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f' (did you mean "{matches[0]}"?)' if matches else ""
+
+
+__all__ = [
+    "FtslurmError",
+    "RunDirAccessError",
+    "UsageError",
+    "suggestion",
+]

@@ -13,6 +13,8 @@ callers ask a `RunDir` for a path. tests/unit/test_contracts.py checks that.
     ft_learned_timeouts.json      heartbeat timeouts learned by the ranks (`learned_timeouts`),
                                   and its `.lock` (`learned_timeouts_lock`)
     finished.flag                 the finished flag, unless the spec names another (`default_flag`)
+    ft_state.json                 read only: the Lightning callback's file before 0.2
+                                  (`legacy_lightning_state`)
     logs/                         job output: `<job id>.out` (SLURM), `attempt-<N>.out` (local)
     launcher_status/              `attempt-<N>.<node>.json`, one per launcher (`launcher_status`)
     local_jobs/                   the local backend's job folders (`local_jobs`)
@@ -34,6 +36,7 @@ _FT_CONFIG = "ft_config.yaml"
 _LEARNED_TIMEOUTS = "ft_learned_timeouts.json"
 _LEARNED_TIMEOUTS_LOCK = "ft_learned_timeouts.json.lock"
 _DEFAULT_FLAG = "finished.flag"
+_LEGACY_LIGHTNING_STATE = "ft_state.json"
 _LOGS = "logs"
 _LAUNCHER_STATUS = "launcher_status"
 _LOCAL_JOBS = "local_jobs"
@@ -58,7 +61,8 @@ class RunDir:
 
     @property
     def spec_copy(self) -> Path:
-        """The job spec as it was submitted."""
+        """The job spec as it was submitted (for people; paths in it are relative to the
+        original's folder)."""
         return self.root / _SPEC_COPY
 
     def script(self, backend: str) -> Path:
@@ -96,6 +100,12 @@ class RunDir:
     def learned_timeouts_lock(self) -> Path:
         """The lock every writer of the learned timeouts holds while it merges."""
         return self.root / _LEARNED_TIMEOUTS_LOCK
+
+    @property
+    def legacy_lightning_state(self) -> Path:
+        """Where the Lightning callback of ftslurm 0.1 kept its learned timeouts (read once,
+        when `learned_timeouts` does not exist yet)."""
+        return self.root / _LEGACY_LIGHTNING_STATE
 
     @property
     def default_flag(self) -> Path:

@@ -2,8 +2,8 @@
 
 Started by any launcher that sets torchrun's variables (ftslurm launch, torchrun, or
 `python -m ftslurm.slurm.srun_env` under srun). Each rank writes OUT_DIR/rank-<RANK>.json with
-what it
-saw (its environment, the sum, its command-line arguments), so a test can check every rank.
+what it saw (its environment, the sum, its command-line arguments), so a test can check every
+rank.
 
     python allreduce.py OUT_DIR [EXTRA_ARGS...]
 """

@@ -95,3 +95,12 @@ class Scheduler(Protocol):
     def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
         """Keep a pending job (a queued successor) off `nodes`; raise when that cannot be done
         (e.g. too few nodes would be left). A backend with one node has nothing to exclude."""
+
+
+__all__ = [
+    "FINAL_STATES",
+    "AttemptRequest",
+    "JobState",
+    "Scheduler",
+    "SchedulerError",
+]

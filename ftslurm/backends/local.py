@@ -195,3 +195,13 @@ class LocalScheduler:
 def default_env(request: AttemptRequest, job_id: str) -> dict[str, str]:
     """The environment a local job's script runs with: ours, the request's, and its job id."""
     return {**os.environ, **request.env, env_vars.LOCAL_JOB_ID: job_id}
+
+
+__all__ = [
+    "LocalScheduler",
+    "default_env",
+    "read_json",
+    "request_from_json",
+    "request_to_json",
+    "supervisor_lock_if_free",
+]

@@ -255,3 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = [
+    "CANCEL_POLL_S",
+    "JobProcesses",
+    "Supervisor",
+    "free_port",
+    "main",
+]

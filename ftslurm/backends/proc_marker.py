@@ -78,3 +78,13 @@ def kill_marked(name: str, value: str, timeout: float = 10.0, interval: float = 
             return False
         time.sleep(interval)
     return True
+
+
+__all__ = [
+    "PROC",
+    "has_marker",
+    "kill_marked",
+    "marked_pids",
+    "signal_marked",
+    "wait_unmarked",
+]

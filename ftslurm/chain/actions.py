@@ -27,12 +27,10 @@ from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import Classification, Decision, blame_nodes, classify
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings
+from ftslurm.fault_tolerance.status import NODE_EVENTS
 from ftslurm.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-#: Launcher status event kinds that blame the node they happened on.
-BLAMING_EVENTS = ("crash", "hang")
 
 
 def make_scheduler(settings: ChainSettings, *, since: float | None = None) -> Scheduler:
@@ -55,7 +53,7 @@ def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
             log.warning("ignoring launcher status %s: %s", path, error)
             continue
         for event in events:
-            if not isinstance(event, dict) or event.get("kind") not in BLAMING_EVENTS:
+            if not isinstance(event, dict) or event.get("kind") not in NODE_EVENTS:
                 continue
             if event.get("node"):
                 nodes.append(str(event["node"]))
@@ -317,8 +315,6 @@ def stop_run(ledger: Ledger, scheduler: Scheduler, decision: Decision) -> RunSta
     assert decision.run_status is not None and decision.run_status is not RunStatus.RUNNING
     ledger.record_run_end(decision.run_status, decision.reason)
     return withdraw_leftovers(ledger, scheduler, decision.reason)
-
-
 
 
 __all__ = [

@@ -6,15 +6,7 @@ docs/autoresume.md is the prose version of this module; keep the two in step.
 
 from __future__ import annotations
 
-import enum
-import signal
-
-
-class Vocabulary(str, enum.Enum):
-    """A name of the chain's vocabulary: equal to its text, formatted and dumped as its text."""
-
-    def __str__(self) -> str:
-        return str(self.value)
+from ftslurm.vocabulary import Vocabulary
 
 
 class Outcome(Vocabulary):
@@ -118,9 +110,14 @@ def next_consecutive_failures(count: int, outcome: Outcome, progressed: bool) ->
     return count + 1 if counts_as_failure(outcome, progressed) else count
 
 
-def signal_text(number: int) -> str:
-    """A signal number for people: `15` -> "SIGTERM", an unknown one -> "signal 99"."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+__all__ = [
+    "IN_FLIGHT",
+    "PROGRESS_OUTCOMES",
+    "Action",
+    "AttemptStatus",
+    "Outcome",
+    "RunStatus",
+    "counts_as_failure",
+    "made_progress",
+    "next_consecutive_failures",
+]

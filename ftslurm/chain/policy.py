@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftslurm import exit_codes
-from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus, signal_text
+from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.runstate import RunState
 from ftslurm.errors import UsageError
+from ftslurm.signals import signal_text
+from ftslurm.slurm.parse import parse_state
 from ftslurm.spec.sections import AUTORESUME_BOUNDS, autoresume_problem
 
 #: Scheduler states of a job that has not ended yet; classifying one is a programming error.
@@ -84,17 +86,6 @@ class Classification:
     provisional: bool = False
 
 
-def split_state(scheduler_state: str) -> tuple[str, int | None]:
-    """`"CANCELLED by 1000"` -> `("CANCELLED", 1000)`; `"TIMEOUT"` -> `("TIMEOUT", None)`.
-    sacct's truncation mark (`CANCELLED+`) is dropped."""
-    parts = scheduler_state.strip().upper().split()
-    base = parts[0].rstrip("+") if parts else ""
-    by: int | None = None
-    if len(parts) == 3 and parts[1] == "BY" and parts[2].isdigit():
-        by = int(parts[2])
-    return base, by
-
-
 def classify(
     *,
     exit_code: int | None,
@@ -119,7 +110,7 @@ def classify(
         return Classification(Outcome.FATAL, f"exit code {exit_code} means do not retry")
     if scheduler_state is None:
         return _classify_exit(exit_code, signal)
-    state, by = split_state(scheduler_state)
+    state, by = parse_state(scheduler_state) if scheduler_state.strip() else ("", None)
     by = by if by is not None else cancelled_by
     if state in ACTIVE_STATES:
         raise ValueError(f"job state {scheduler_state!r} is not final")
@@ -257,3 +248,16 @@ def decide(
     nodes = exclusions(state, config)
     reason = f"attempt {state.next_attempt}" + (f", excluding {', '.join(nodes)}" if nodes else "")
     return Decision(Action.SUBMIT, reason, attempt=state.next_attempt, exclude_nodes=nodes)
+
+
+__all__ = [
+    "ACTIVE_STATES",
+    "STATE_OUTCOMES",
+    "ChainConfig",
+    "Classification",
+    "Decision",
+    "blame_nodes",
+    "classify",
+    "decide",
+    "exclusions",
+]

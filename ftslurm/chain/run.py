@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,12 +23,11 @@ from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import Backend, ChainSettings, Mode
 from ftslurm.errors import UsageError
 from ftslurm.render.local_script import render_local
-from ftslurm.render.script import ft_config_text, render
+from ftslurm.render.script import prepare_run_dir, render
 from ftslurm.rundir import RunDir
+from ftslurm.signals import parse_signal
 from ftslurm.spec.model import JobSpec, load_spec
 
-#: The copy of the job spec kept in the run dir (for people; paths in it are relative to the
-#: original's folder).
 #: SLURM's default KillWait, used for the local backend's SIGTERM -> SIGKILL grace.
 KILL_WAIT_S = 30.0
 
@@ -88,7 +86,7 @@ def prepare_run(
         job_name=spec.name, flag_file=str(spec.autoresume.flag_file), config=config,
         owner_uid=os.getuid(), bin_dir=os.path.dirname(sys.executable),
         time_limit_s=float(spec.resources.time_seconds) if spec.resources.time_seconds else None,
-        warning_signal=int(getattr(signal, "SIG" + warning)),
+        warning_signal=int(parse_signal(warning)),
         warning_lead_s=float(spec.signals.warning_time), kill_wait_s=KILL_WAIT_S,
     )
     # Without a ledger nothing was ever submitted (a submit killed half-way): start afresh.
@@ -142,8 +140,7 @@ def write_run(prepared: PreparedRun, *, resume: bool) -> Ledger:
 def _write_files(prepared: PreparedRun, root: Path) -> None:
     """The run dir's files other than the ledger."""
     paths = RunDir(root)
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.ft_config, ft_config_text(prepared.spec))
+    prepare_run_dir(prepared.spec)
     write_atomic(paths.spec_copy, prepared.spec_text)
     write_atomic(paths.script(prepared.settings.backend), prepared.script_text, mode=0o755)
     prepared.settings.save()

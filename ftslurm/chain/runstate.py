@@ -295,3 +295,13 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
         cancel_requested=cancel, run_status=run_end[0] if run_end else RunStatus.RUNNING,
         end_reason=run_end[1] if run_end else None, last_progress=known,
     )
+
+
+__all__ = [
+    "RECORD_FIELDS",
+    "AttemptView",
+    "LedgerError",
+    "RunState",
+    "fold",
+    "validate_record",
+]

@@ -15,10 +15,11 @@ from rich.text import Text
 
 from ftslurm.backends.base import JobState
 from ftslurm.chain.loop import WatchUpdate
-from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus, signal_text
+from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import exclusions
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings
+from ftslurm.signals import signal_text
 
 _OUTCOME_STYLE: dict[str, str] = {
     Outcome.FINISHED: "bold green", Outcome.STOPPED: "cyan", Outcome.PREEMPTED: "yellow",

@@ -313,3 +313,15 @@ def run_logs(args: argparse.Namespace) -> int:
         if not args.follow or (ended and not chunk):
             return exit_codes.OK
         time.sleep(0.5)  # following a file: poll for new output
+
+
+__all__ = [
+    "CANCEL_WAIT_S",
+    "SYNC_TIMEOUT_S",
+    "register",
+    "run_cancel",
+    "run_logs",
+    "run_status",
+    "run_submit",
+    "run_watch",
+]

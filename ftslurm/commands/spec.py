@@ -92,3 +92,11 @@ def run_render(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output}: cannot write the script: {error.strerror}") from None
     print(f"wrote {args.output}", file=sys.stderr)
     return exit_codes.OK
+
+
+__all__ = [
+    "register",
+    "run_render",
+    "run_validate",
+    "summary",
+]

@@ -31,7 +31,7 @@ from ftslurm.fault_tolerance.client import DUMP_SIGNAL
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
 from ftslurm.fault_tolerance.monitor import Hang, HeartbeatMonitor
 from ftslurm.fault_tolerance.procs import dump_stacks, terminate
-from ftslurm.fault_tolerance.status import StatusFile
+from ftslurm.fault_tolerance.status import EventKind, LauncherState, StatusFile
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, learned_path, save_learned
 
 logger = logging.getLogger("ftslurm.launcher")
@@ -83,7 +83,8 @@ class FaultTolerantAgent(LocalElasticAgent):
         self._monitor.set_pids(pids)
         self._last_check = time.monotonic()
         self._status.update(
-            state="running", restart_count=self.restart_count, group_rank=worker_group.group_rank
+            state=LauncherState.RUNNING, restart_count=self.restart_count,
+            group_rank=worker_group.group_rank,
         )
         logger.info(
             "started ranks %s (restart %d of at most %d)",
@@ -118,7 +119,7 @@ class FaultTolerantAgent(LocalElasticAgent):
             if hangs:
                 return self._on_hangs(worker_group, hangs, now)
         if self._fixed_size and worker_group.spec.rdzv_handler.num_nodes_waiting() > 0:
-            self._record("peer_restart", rank=None)
+            self._record(EventKind.PEER_RESTART, rank=None)
             logger.warning(
                 "a peer node started a new rendezvous round: restarting this node's ranks"
             )
@@ -128,7 +129,7 @@ class FaultTolerantAgent(LocalElasticAgent):
     def _action(self) -> str:
         return "restart" if self._remaining_restarts > 0 else "give_up"
 
-    def _record(self, kind: str, rank: int | None, **fields: object) -> None:
+    def _record(self, kind: EventKind, rank: int | None, **fields: object) -> None:
         self._status.event(
             kind=kind,
             rank=rank,
@@ -167,7 +168,8 @@ class FaultTolerantAgent(LocalElasticAgent):
             self.do_not_retry = True
             self._remaining_restarts = 0
         for rank, failure in sorted(result.failures.items()):
-            kind = "do_not_retry" if failure.exitcode == exit_codes.DO_NOT_RETRY else "crash"
+            kind = (EventKind.DO_NOT_RETRY if failure.exitcode == exit_codes.DO_NOT_RETRY
+                    else EventKind.CRASH)
             logger.error(
                 "rank %d (local rank %d, pid %d) on %s exited with code %d: %s "
                 "(restart %d of at most %d)",
@@ -204,7 +206,7 @@ class FaultTolerantAgent(LocalElasticAgent):
             if hang.client_pid != hang.pid:
                 terminate(hang.client_pid, sig, self._ft.rank_termination_grace, group=False)
             self._record(
-                "hang", hang.global_rank, local_rank=hang.local_rank, phase=hang.phase,
+                EventKind.HANG, hang.global_rank, local_rank=hang.local_rank, phase=hang.phase,
                 heartbeat_age=round(hang.heartbeat_age, 3), timeout=hang.timeout,
                 stack_dumped=dumped, termination=outcome, stop_latency=round(stop_latency, 3),
                 last_heartbeat_at=round(time.time() - stop_latency, 6),
@@ -226,7 +228,18 @@ class FaultTolerantAgent(LocalElasticAgent):
         if self._run_dir is not None:
             # Merged with what the file holds (per timeout the larger): other nodes' launchers
             # and the Lightning callback write the same file.
-            kept = save_learned(self._run_dir, timeouts, source=self._status.data["node"])
+            try:
+                kept = save_learned(self._run_dir, timeouts, source=self._status.data["node"])
+            except OSError as error:  # a hint for the next attempt, never worth a failure
+                logger.warning("could not save the learned timeouts to %s: %s",
+                               learned_path(self._run_dir), error)
+                return
             logger.info("saved the learned timeouts to %s (now initial=%s s, subsequent=%s s)",
                         learned_path(self._run_dir), kept.initial, kept.subsequent)
 
+
+__all__ = [
+    "DUMP_TIMEOUT",
+    "EXIT_CODES_WINDOW",
+    "FaultTolerantAgent",
+]

@@ -246,3 +246,10 @@ def _agree_across_ranks(
     if any_missing > 0:
         return None, None
     return agreed_initial, agreed_gap
+
+
+__all__ = [
+    "DUMP_SIGNAL",
+    "RankMonitorClient",
+    "RankMonitorClientError",
+]

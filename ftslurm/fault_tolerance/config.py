@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ftslurm.errors import UsageError
+from ftslurm.signals import parse_signal
 
 #: Name of the YAML section that holds the settings.
 SECTION = "fault_tolerance"
@@ -140,20 +141,6 @@ def parse_timeout(raw: Any) -> float | None:
     return value
 
 
-def parse_signal(raw: Any) -> signal.Signals:
-    """A signal by name (`SIGTERM`, `TERM`) or number."""
-    if isinstance(raw, signal.Signals):
-        return raw
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return signal.Signals(raw)
-    text = str(raw).strip().upper()
-    if text.isdigit():
-        return signal.Signals(int(text))
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    return signal.Signals[text]
-
-
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "initial_rank_heartbeat_timeout": parse_timeout,
     "rank_heartbeat_timeout": parse_timeout,
@@ -172,3 +159,12 @@ def parse_value(name: str, raw: Any, *, origin: str) -> Any:
         raise UsageError(
             f"{origin}: bad value {raw!r} for fault_tolerance.{name}: {error}"
         ) from None
+
+
+__all__ = [
+    "SECTION",
+    "FaultToleranceConfig",
+    "parse_timeout",
+    "parse_value",
+    "read_yaml_section",
+]

@@ -19,3 +19,8 @@ def exit_do_not_retry(reason: str) -> NoReturn:
     print(f"do not retry: {reason}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(exit_codes.DO_NOT_RETRY)
+
+
+__all__ = [
+    "exit_do_not_retry",
+]

@@ -171,3 +171,26 @@ class Slot:
         """Unmap the slot (the file stays until the launcher removes it)."""
         self.buffer.release()
         self._mmap.close()
+
+
+__all__ = [
+    "FLAGS_MAGIC",
+    "FLAG_CONNECTED",
+    "FLAG_DUMP_HANDLER",
+    "FLAG_SHUTDOWN",
+    "HEARTBEAT",
+    "MAGIC",
+    "PID",
+    "SLOT_SIZE",
+    "START_TIME",
+    "STOP_VOTED_FILE",
+    "TIMEOUTS",
+    "TIMEOUTS_SEQ",
+    "WHOLE",
+    "Slot",
+    "SlotState",
+    "decode_timeout",
+    "encode_timeout",
+    "make_private_dir",
+    "slot_path",
+]

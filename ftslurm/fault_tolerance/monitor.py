@@ -126,3 +126,9 @@ class HeartbeatMonitor:
         """Release the slots and remove the private directory."""
         self.release()
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+
+__all__ = [
+    "Hang",
+    "HeartbeatMonitor",
+]

@@ -108,3 +108,10 @@ def _send(pid: int, sig: int, group: bool) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         os.kill(pid, sig)
+
+
+__all__ = [
+    "dump_stacks",
+    "process_alive",
+    "terminate",
+]

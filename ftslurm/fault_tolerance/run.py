@@ -27,7 +27,7 @@ from ftslurm.fault_tolerance.agent import FaultTolerantAgent
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
 from ftslurm.fault_tolerance.heartbeat import make_private_dir
 from ftslurm.fault_tolerance.monitor import HeartbeatMonitor
-from ftslurm.fault_tolerance.status import StatusFile
+from ftslurm.fault_tolerance.status import EventKind, LauncherState, StatusFile
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
 
 logger = logging.getLogger("ftslurm.launcher")
@@ -114,28 +114,28 @@ def run_agent(
         if result is not None and result.state == WorkerState.SUCCEEDED:
             if stop_signals.stop_was_voted(ipc_dir):
                 # The ranks agreed to stop (a signal reached some of them, not this launcher).
-                status.event(kind="stop_voted", rank=None, restart_count=agent.restart_count,
-                             action="stop")
-                code, state = exit_codes.STOPPED, "stopped"
+                status.event(kind=EventKind.STOP_VOTED, rank=None,
+                             restart_count=agent.restart_count, action="stop")
+                code, state = exit_codes.STOPPED, LauncherState.STOPPED
             else:
-                code, state = exit_codes.OK, "succeeded"
+                code, state = exit_codes.OK, LauncherState.SUCCEEDED
         elif agent.do_not_retry:
-            code, state = exit_codes.DO_NOT_RETRY, "do_not_retry"
+            code, state = exit_codes.DO_NOT_RETRY, LauncherState.DO_NOT_RETRY
         else:
-            code, state = exit_codes.FAILED, "failed"
+            code, state = exit_codes.FAILED, LauncherState.FAILED
             logger.error("ranks failed and no restarts are left (--max-restarts=%d)",
                          config.max_restarts)
     except SignalException as error:
         shutdown_rdzv = False  # keep the rendezvous open for the other nodes, as torch does
         events.record(agent.get_event_failed(), config.event_log_handler)
         logger.warning("stopped by %s: ranks were asked to stop", error.sigval.name)
-        status.event(kind="stop_signal", rank=None, signal=error.sigval.name,
+        status.event(kind=EventKind.STOP_SIGNAL, rank=None, signal=error.sigval.name,
                      restart_count=agent.restart_count, action="stop")
-        code, state = exit_codes.STOPPED, "stopped"
+        code, state = exit_codes.STOPPED, LauncherState.STOPPED
     except Exception:
         events.record(agent.get_event_failed(), config.event_log_handler)
         logger.exception("the launcher failed")
-        code, state = exit_codes.FAILED, "failed"
+        code, state = exit_codes.FAILED, LauncherState.FAILED
     finally:
         if shutdown_rdzv:
             spec.rdzv_handler.shutdown()
@@ -143,3 +143,8 @@ def run_agent(
     status.update(state=state, exit_code=code, restart_count=agent.restart_count)
     logger.info("exiting with code %d (%s)", code, state)
     return code
+
+
+__all__ = [
+    "run_agent",
+]

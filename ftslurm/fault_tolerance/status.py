@@ -20,6 +20,39 @@ from typing import Any
 
 from ftslurm import env_vars
 from ftslurm.atomic import write_json_atomic
+from ftslurm.vocabulary import Vocabulary
+
+
+class LauncherState(Vocabulary):
+    """The launcher's `state`: where it is, and how it ended."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    DO_NOT_RETRY = "do_not_retry"
+
+
+class EventKind(Vocabulary):
+    """What one event of the launcher's status file records."""
+
+    #: A rank stopped heartbeating for longer than its timeout.
+    HANG = "hang"
+    #: A rank exited with an error (or a signal).
+    CRASH = "crash"
+    #: A rank exited with the do-not-retry exit code.
+    DO_NOT_RETRY = "do_not_retry"
+    #: Another node's launcher restarted the group, so this node's ranks restarted too.
+    PEER_RESTART = "peer_restart"
+    #: A stop signal reached the launcher.
+    STOP_SIGNAL = "stop_signal"
+    #: The ranks agreed to stop (GracefulShutdown) without a signal reaching this launcher.
+    STOP_VOTED = "stop_voted"
+
+
+#: Events that happened on a node because of that node, as far as the launcher can tell.
+NODE_EVENTS = frozenset({EventKind.CRASH, EventKind.HANG})
 
 
 def node_name() -> str:
@@ -36,7 +69,7 @@ class StatusFile:
             "node": node,
             "group_rank": None,
             "launcher_pid": os.getpid(),
-            "state": "starting",
+            "state": LauncherState.STARTING,
             "exit_code": None,
             "restart_count": 0,
             "max_restarts": max_restarts,
@@ -63,3 +96,12 @@ class StatusFile:
             return
         self.data["updated_at"] = time.time()
         write_json_atomic(self.path, self.data, indent=2, sort_keys=False)
+
+
+__all__ = [
+    "NODE_EVENTS",
+    "EventKind",
+    "LauncherState",
+    "StatusFile",
+    "node_name",
+]

@@ -21,6 +21,7 @@ from types import FrameType
 from torch.distributed.elastic.multiprocessing import SignalException
 
 from ftslurm.fault_tolerance.heartbeat import STOP_VOTED_FILE
+from ftslurm.signals import parse_signal
 
 logger = logging.getLogger("ftslurm.launcher")
 
@@ -43,10 +44,9 @@ def parse_signal_names(names: str) -> list[signal.Signals]:
     for name in (n.strip() for n in names.split(",")):
         if not name:
             continue
-        sig = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
-        if isinstance(sig, signal.Signals):
-            found.append(sig)
-        else:
+        try:
+            found.append(parse_signal(name))
+        except ValueError:
             logger.warning("ignoring unknown signal name %r in --signals-to-handle", name)
     return found
 
@@ -77,3 +77,13 @@ def stop_was_voted(ipc_dir: Path) -> bool:
 def clear_stop_vote(ipc_dir: Path) -> None:
     """Forget a vote of an earlier worker group (a restart starts afresh)."""
     (ipc_dir / STOP_VOTED_FILE).unlink(missing_ok=True)
+
+
+__all__ = [
+    "clear_stop_vote",
+    "install",
+    "parse_signal_names",
+    "reset",
+    "stop_was_voted",
+    "stopping",
+]

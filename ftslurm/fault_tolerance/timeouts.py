@@ -31,7 +31,7 @@ from ftslurm.rundir import RunDir
 logger = logging.getLogger(__name__)
 
 #: Longest wait (seconds) for another writer of the learned timeouts to release the lock.
-LOCK_TIMEOUT = 120.0
+LOCK_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)

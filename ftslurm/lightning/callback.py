@@ -56,11 +56,11 @@ from ftslurm.fault_tolerance.timeouts import (
     save_learned,
 )
 from ftslurm.lightning.state import (
-    LEGACY_STATE_FILE,
     flag_path_from_env,
     load_legacy_timeouts,
     write_flag,
 )
+from ftslurm.rundir import RunDir
 
 _warned_outside_launcher = False
 
@@ -336,10 +336,15 @@ class FaultToleranceCallback(Callback):
         if trainer.is_global_zero and state != self.saved_state:
             assert self._state_dir is not None
             # Merged once more with the file: the launchers write it too (same rule).
-            kept = save_learned(self._state_dir, merged,
-                                source=f"FaultToleranceCallback on {node_name()}")
-            self.logger.info("learned heartbeat timeouts %s, saved to %s (file now holds %s)",
-                             merged.to_dict(), learned_path(self._state_dir), kept.to_dict())
+            try:
+                kept = save_learned(self._state_dir, merged,
+                                    source=f"FaultToleranceCallback on {node_name()}")
+            except OSError as error:  # the next attempt learns again; never fail training
+                self.logger.warning("could not save the learned timeouts to %s: %s",
+                                    learned_path(self._state_dir), error)
+            else:
+                self.logger.info("learned heartbeat timeouts %s, saved to %s (file now holds %s)",
+                                 merged.to_dict(), learned_path(self._state_dir), kept.to_dict())
         self.saved_state = state
         return True
 
@@ -385,7 +390,7 @@ class FaultToleranceCallback(Callback):
         try:
             learned = load_learned(self._state_dir)
             if learned is None:
-                path = self._state_dir / LEGACY_STATE_FILE
+                path = RunDir(self._state_dir).legacy_lightning_state
                 learned = load_legacy_timeouts(self._state_dir)
         except (OSError, ValueError) as error:
             self.logger.warning("ignoring the saved heartbeat timeouts: %s", error)

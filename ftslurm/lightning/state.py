@@ -17,9 +17,10 @@ from pathlib import Path
 
 from ftslurm import env_vars
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
+from ftslurm.rundir import RunDir
 
 #: Name of the callback's state file in ftslurm versions before the shared learned-timeouts file.
-LEGACY_STATE_FILE = "ft_state.json"
+LEGACY_STATE_FILE = RunDir(".").legacy_lightning_state.name
 
 
 def load_legacy_timeouts(state_dir: Path) -> HeartbeatTimeouts | None:
@@ -27,7 +28,7 @@ def load_legacy_timeouts(state_dir: Path) -> HeartbeatTimeouts | None:
 
     Raises ValueError naming the file when it exists but is not a valid `state_dict()`.
     """
-    path = state_dir / LEGACY_STATE_FILE
+    path = RunDir(state_dir).legacy_lightning_state
     try:
         text = path.read_text()
     except FileNotFoundError:

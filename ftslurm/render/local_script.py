@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.resources
 from typing import TYPE_CHECKING
 
+from ftslurm import env_vars
 from ftslurm.errors import UsageError
 from ftslurm.render.script import ScriptTemplate, substitutions
 
@@ -27,7 +28,6 @@ _LAUNCH = {"ft": "local-ft.sh", "torchrun": "local-torchrun.sh", "none": "local-
 def _template(name: str) -> str:
     return importlib.resources.files("ftslurm.sbatch_templates").joinpath(name).read_text(
         encoding="utf-8")
-
 
 
 def check_local(spec: JobSpec) -> None:
@@ -49,6 +49,7 @@ def render_local(spec: JobSpec) -> str:
     """The local backend's script for `spec`."""
     check_local(spec)
     values = substitutions(spec)
+    values["rdzv_port"] = f'"${{{env_vars.RDZV_PORT}:?set by the local supervisor}}"'
     launch = _template(_LAUNCH[spec.launch.launcher]).rstrip("\n")
     text = _template(_TEMPLATE).replace("$launcher", spec.launch.launcher)
     text = text.replace("$launch\n", launch + "\n")

@@ -117,3 +117,10 @@ def _compress_numbers(nums: Sequence[str]) -> str:
                 continue
         ranges.append([num])
     return ",".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in ranges)
+
+
+__all__ = [
+    "HostlistError",
+    "compress_hostlist",
+    "expand_hostlist",
+]

@@ -33,8 +33,6 @@ SACCT_FIELDS: tuple[str, ...] = (
 _NONE_VALUES = frozenset({"", "Unknown", "None", "(null)", "None assigned", "N/A"})
 
 
-
-
 class SlurmParseError(ValueError):
     """Output of a SLURM command that does not have the expected shape."""
 
@@ -118,13 +116,14 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
 
 
 def parse_state(text: str) -> tuple[str, int | None]:
-    """`"CANCELLED by 0"` -> ("CANCELLED", 0); `"COMPLETING+"`-style suffixes are dropped."""
+    """`"CANCELLED by 0"` -> ("CANCELLED", 0); `"COMPLETING+"`-style suffixes are dropped and the
+    state is upper-cased. The one reader of a SLURM state string (sacct, scontrol, the ledger)."""
     words = text.strip().split()
     if not words:
         raise SlurmParseError("empty job state")
-    state = words[0].rstrip("+*")
+    state = words[0].rstrip("+*").upper()
     by_uid: int | None = None
-    if len(words) >= 3 and words[1] == "by" and words[2].isdigit():
+    if len(words) >= 3 and words[1].lower() == "by" and words[2].isdigit():
         by_uid = int(words[2])
     return state, by_uid
 

@@ -98,3 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+__all__ = [
+    "SrunEnvError",
+    "main",
+    "rank_environment",
+    "tasks_per_node",
+]

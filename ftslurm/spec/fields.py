@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from ftslurm.errors import UsageError, suggestion
 from ftslurm.render.quoting import directive_value_problem, value_problem
+from ftslurm.signals import parse_signal
 from ftslurm.spec.yaml_loader import YMapping, YNode, YScalar, YSequence, kind_of
 
 _MISSING: Any = object()
@@ -78,12 +78,13 @@ class Issues:
 
 
 def canonical_signal_name(text: str) -> str | None:
-    """Canonical name ("SIGUSR1") of a signal written as "SIGUSR1", "USR1", "usr1"; else None."""
-    name = text.strip().upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
+    """Canonical name ("SIGUSR1") of a signal written by name ("SIGUSR1", "USR1", "usr1");
+    None for anything else (numbers included: a spec names its signals)."""
+    if text.strip().isdigit():
+        return None
     try:
-        return signal.Signals[name].name
-    except KeyError:
+        return parse_signal(text).name
+    except ValueError:
         return None
 
 

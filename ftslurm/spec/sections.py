@@ -31,6 +31,11 @@ AUTORESUME_BOUNDS: dict[str, tuple[int, int | None]] = {
     "max_attempts": (1, None),
     "do_not_retry_exit_code": (1, 255),
 }
+DEFAULT_WARNING_SIGNAL = "SIGUSR1"
+DEFAULT_WARNING_TIME = 300
+DEFAULT_STOP_GRACE = 60
+#: SLURM's limit for the time in `--signal=SIG@TIME`.
+MAX_WARNING_TIME = 65535
 
 
 def autoresume_problem(name: str, value: object) -> str | None:
@@ -41,11 +46,6 @@ def autoresume_problem(name: str, value: object) -> str | None:
         bounds = f">= {low}" if high is None else f"in {low}..{high}"
         return f"autoresume.{name} must be an integer {bounds}, got {value!r}"
     return None
-DEFAULT_WARNING_SIGNAL = "SIGUSR1"
-DEFAULT_WARNING_TIME = 300
-DEFAULT_STOP_GRACE = 60
-#: SLURM's limit for the time in `--signal=SIG@TIME`.
-MAX_WARNING_TIME = 65535
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ftslurm import exit_codes
 from ftslurm.fault_tolerance.procs import process_alive
+from tests.waiting import wait_for
 
 WORKLOAD = Path(__file__).parent / "workloads" / "ft_workload.py"
 pytestmark = pytest.mark.timeout(180)
@@ -115,10 +115,8 @@ def test_sigterm_stops_the_ranks_and_exits_94(tmp_path: Path) -> None:
                    workload=("--steps", "100000", "--step-time", "0.05")),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    deadline = time.monotonic() + 120
-    while len(lines(tmp_path / "started")) < 2 and proc.poll() is None:
-        assert time.monotonic() < deadline, "ranks did not start"
-        time.sleep(0.05)
+    wait_for(lambda: len(lines(tmp_path / "started")) >= 2 or proc.poll() is not None,
+             "both ranks to start", 120)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == exit_codes.STOPPED, output

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ftslurm import exit_codes
+from tests.waiting import poll
 
 WORKLOAD = Path(__file__).parent / "workloads" / "stop_vote.py"
 WORLD = 4
@@ -42,12 +43,10 @@ def _launch(out: Path) -> subprocess.Popen:
 
 
 def _poll(predicate, deadline: float, what: str, launcher: subprocess.Popen, out: Path) -> None:
-    while not predicate():
-        if time.monotonic() > deadline:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            log = (out / "launcher.log").read_text()[-4000:]
-            pytest.fail(f"trial exceeded its deadline waiting for {what}\n{log}")
-        time.sleep(0.01)
+    if not poll(predicate, max(0.0, deadline - time.monotonic()), interval=0.01):
+        os.killpg(launcher.pid, signal.SIGKILL)
+        log = (out / "launcher.log").read_text()[-4000:]
+        pytest.fail(f"trial exceeded its deadline waiting for {what}\n{log}")
 
 
 def run_trial(out: Path, seed: int) -> None:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ pytest.importorskip("lightning")
 from ftslurm import exit_codes
 from ftslurm.fault_tolerance.timeouts import learned_path, load_learned
 from ftslurm.lightning.state import LEGACY_STATE_FILE
+from tests.waiting import wait_for
 
 WORKLOAD = Path(__file__).parent / "workloads" / "lightning_workload.py"
 DEADLINE = 240.0
@@ -138,12 +138,13 @@ def test_hang_in_a_training_step_is_detected_and_the_group_restarted(tmp_path: P
 
 
 def _wait_for_step(tmp_path: Path, proc: subprocess.Popen, step: int) -> None:
-    deadline = time.monotonic() + DEADLINE
     progress = [tmp_path / "out" / f"progress.{rank}" for rank in (0, 1)]
-    while not all(p.exists() and len(p.read_text().split()) >= step for p in progress):
+
+    def reached() -> bool:
         assert proc.poll() is None, "the launcher exited before the ranks made progress"
-        assert time.monotonic() < deadline, "the ranks made no progress"
-        time.sleep(0.05)
+        return all(p.exists() and len(p.read_text().split()) >= step for p in progress)
+
+    wait_for(reached, f"both ranks to reach step {step}", DEADLINE)
 
 
 def test_sigterm_stops_every_rank_at_one_step_and_the_next_run_resumes(tmp_path: Path) -> None:

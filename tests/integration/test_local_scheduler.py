@@ -244,3 +244,13 @@ def test_a_chain_on_the_local_backend_runs_to_the_flag(tmp_path: Path) -> None:
                                                     Outcome.FINISHED]
     assert state.run_status == "finished" and state.consecutive_failures == 0
     assert state.attempts[1].progress_after == 10
+
+
+@pytest.mark.parametrize("module",
+                         ["ftslurm.backends.local_supervisor", "ftslurm.local_supervisor"])
+def test_supervisor_module_answers_under_its_old_name_too(module: str) -> None:
+    # A watch loop started before the move still starts `-m ftslurm.local_supervisor`.
+    result = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "usage: python -m ftslurm.backends.local_supervisor" in (
+        result.stderr)

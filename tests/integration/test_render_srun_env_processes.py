@@ -9,14 +9,18 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 TASK = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
         "SLURM_STEP_TASKS_PER_NODE": "2(x3),2", "MASTER_ADDR": "n1", "MASTER_PORT": "24242"}
 
 
-def test_main_execs_the_command_with_the_rank_environment() -> None:
+# The old module name: scripts rendered before the move keep calling it.
+@pytest.mark.parametrize("module", ["ftslurm.slurm.srun_env", "ftslurm.srun_env"])
+def test_main_execs_the_command_with_the_rank_environment(module: str) -> None:
     code = "import json, os; print(json.dumps({k: os.environ[k] for k in ('RANK', 'WORLD_SIZE')}))"
     result = subprocess.run(
-        [sys.executable, "-m", "ftslurm.slurm.srun_env", "--", sys.executable, "-c", code],
+        [sys.executable, "-m", module, "--", sys.executable, "-c", code],
         env={**os.environ, **TASK}, capture_output=True, text=True, check=True,
     )
     assert json.loads(result.stdout) == {"RANK": "5", "WORLD_SIZE": "8"}

@@ -19,7 +19,6 @@ from ftslurm.chain.policy import (
     blame_nodes,
     classify,
     decide,
-    split_state,
 )
 from ftslurm.errors import UsageError
 
@@ -98,10 +97,12 @@ def test_active_state_is_not_classified(state: str) -> None:
         classify(exit_code=None, scheduler_state=state, flag_exists=False)
 
 
-def test_split_state() -> None:
-    assert split_state("CANCELLED by 0") == ("CANCELLED", 0)
-    assert split_state(" timeout ") == ("TIMEOUT", None)
-    assert split_state("CANCELLED+") == ("CANCELLED", None)
+def test_states_as_the_ledger_and_the_local_backend_write_them() -> None:
+    from ftslurm.slurm.parse import parse_state
+
+    assert parse_state("CANCELLED by 0") == ("CANCELLED", 0)
+    assert parse_state(" timeout ") == ("TIMEOUT", None)
+    assert parse_state("CANCELLED+") == ("CANCELLED", None)
 
 
 # (outcome, before, after, progressed, counts_as_failure)

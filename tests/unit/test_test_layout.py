@@ -123,3 +123,20 @@ def test_conftest_holds_only_fixtures_and_hooks(path: Path) -> None:
         f"{path.relative_to(TESTS.parent)} defines helpers {helpers}: move them to a helper "
         "module, keep only fixtures and hooks in conftest.py"
     )
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in _python_files(TESTS) if "workloads" not in p.parts
+             and p.name != "waiting.py"], ids=_id)
+def test_waits_go_through_the_waiting_helper(path: Path) -> None:
+    # Workloads run as child processes without the tests package; waiting.py is the helper.
+    def sleeps(node: ast.AST) -> bool:
+        return any(isinstance(call, ast.Call) and ast.unparse(call.func) in ("time.sleep", "sleep")
+                   for call in ast.walk(node))
+
+    loops = [f"{node.lineno}" for node in ast.walk(_tree(path))
+             if isinstance(node, ast.While | ast.For) and sleeps(node)]
+    assert not loops, (
+        f"{path.relative_to(TESTS.parent)} sleeps in a loop at line(s) {', '.join(loops)}: wait "
+        "with tests.waiting.wait_for (or poll) instead"
+    )
