@@ -18,6 +18,8 @@ callers ask a `RunDir` for a path. tests/unit/test_contracts.py checks that.
     logs/                         job output: `<job id>.out` (SLURM), `attempt-<N>.out` (local)
     launcher_status/              `attempt-<N>.<node>.json`, one per launcher (`launcher_status`)
     local_jobs/                   the local backend's job folders (`local_jobs`)
+    logs/attempt-<N>/             `rank-<R>.restart-<k>.out|err`: each rank's output (`rank_log`)
+    incidents/                    `attempt-<N>.json`: how each attempt ended, with evidence
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _LEGACY_LIGHTNING_STATE = "ft_state.json"
 _LOGS = "logs"
 _LAUNCHER_STATUS = "launcher_status"
 _LOCAL_JOBS = "local_jobs"
+_INCIDENTS = "incidents"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class RunDir:
     RESERVED_NAMES = (
         _LEDGER, _LEDGER_LOCK, _PROGRESS, _CHAIN_SETTINGS, _SPEC_COPY, *_SCRIPTS.values(),
         _FT_CONFIG, _LOGS, _LAUNCHER_STATUS, _LOCAL_JOBS, _LEARNED_TIMEOUTS, _LEARNED_TIMEOUTS_LOCK,
+        _INCIDENTS,
     )
 
     @property
@@ -127,6 +131,25 @@ class RunDir:
     def attempt_log(self, attempt: int) -> Path:
         """A local attempt's output."""
         return self.logs / f"attempt-{attempt}.out"
+
+    def rank_logs(self, attempt: int | str) -> Path:
+        """The folder of one attempt's per-rank output files."""
+        return self.logs / f"attempt-{attempt}"
+
+    def rank_log(self, attempt: int | str, rank: int, restart: int, stream: str) -> Path:
+        """One rank's output in one round of an attempt; `stream` is "out" or "err"."""
+        if stream not in ("out", "err"):
+            raise ValueError(f"stream must be 'out' or 'err', got {stream!r}")
+        return self.rank_logs(attempt) / f"rank-{rank}.restart-{restart}.{stream}"
+
+    @property
+    def incidents(self) -> Path:
+        """The folder of the attempts' incident records."""
+        return self.root / _INCIDENTS
+
+    def incident(self, attempt: int) -> Path:
+        """What is known about how `attempt` ended, with its evidence (`ftslurm explain`)."""
+        return self.incidents / f"attempt-{attempt}.json"
 
     @property
     def launcher_status_dir(self) -> Path:
