@@ -96,6 +96,10 @@ class Scheduler(Protocol):
         """Keep a pending job (a queued successor) off `nodes`; raise when that cannot be done
         (e.g. too few nodes would be left). A backend with one node has nothing to exclude."""
 
+    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+        """The nodes among `nodes` that the scheduler reports unusable (down, drained, failed,
+        not responding), each with the scheduler's state and reason: node evidence."""
+
 
 __all__ = [
     "FINAL_STATES",

@@ -185,6 +185,10 @@ class LocalScheduler:
                 found.append(job_dir.name)
         return found
 
+    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+        """None: the one local machine is the one running this code."""
+        return {}
+
     def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
         """Refused: every local job runs on this one machine."""
         if nodes:

@@ -106,6 +106,12 @@ class SlurmScheduler:
         """Jobs named `tag` (the attempt's tag is its job name)."""
         return self.client.find_jobs(tag, since=self.since)
 
+    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+        """Nodes `scontrol show node` reports DOWN, DRAIN, FAIL or not responding."""
+        states = self.client.node_states(nodes)
+        return {name: f"{node.state}" + (f" ({node.reason})" if node.reason else "")
+                for name, node in states.items() if node.unusable}
+
     def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
         """Keep a pending job (a pre-scheduled successor) off `nodes`.
 

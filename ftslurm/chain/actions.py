@@ -11,6 +11,7 @@ must go on through an outage (the hooks, the watch loop, `status`) catch them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,12 +23,19 @@ from ftslurm import exit_codes
 from ftslurm.backends.base import AttemptRequest, JobState, Scheduler
 from ftslurm.backends.local import LocalScheduler
 from ftslurm.backends.slurm import SlurmScheduler
+from ftslurm.chain.incident import build_incident, read_incident, write_incident
 from ftslurm.chain.ledger import Ledger, read_progress
-from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
-from ftslurm.chain.policy import Classification, Decision, blame_nodes, classify
+from ftslurm.chain.outcome import FAILURE_OUTCOMES, Action, AttemptStatus, Outcome, RunStatus
+from ftslurm.chain.policy import (
+    Classification,
+    Decision,
+    blame_from_evidence,
+    blame_nodes,
+    classify,
+)
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings
-from ftslurm.fault_tolerance.status import NODE_EVENTS
+from ftslurm.fault_tolerance.status import EventKind
 from ftslurm.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -40,11 +48,14 @@ def make_scheduler(settings: ChainSettings, *, since: float | None = None) -> Sc
     return SlurmScheduler(since=since)
 
 
-def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
-    """Nodes named by crash or hang events in the launchers' status files of an attempt
-    (`<run_dir>/launcher_status/attempt-<N>.<node>.json`, see ftslurm.fault_tolerance.status).
-    An unreadable file is skipped with a warning: blame is a hint, never a reason to fail."""
-    nodes: list[str] = []
+def launcher_node_evidence(run_dir: str | Path, attempt: int) -> list[dict[str, str]]:
+    """The node evidence in the launchers' status files of an attempt
+    (`<run_dir>/launcher_status/attempt-<N>.<node>.json`, see ftslurm.fault_tolerance.status):
+    `hang_repeat` for a node whose ranks hung in two or more rounds (restarts) of the attempt.
+    A crash event is the application's failure, not the node's, and a single hang may be the
+    workload's too: neither is node evidence. An unreadable file is skipped with a warning:
+    blame is a hint, never a reason to fail."""
+    rounds: dict[str, set[object]] = {}
     for path in RunDir(run_dir).launcher_statuses(attempt):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -52,12 +63,27 @@ def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
         except (OSError, ValueError, AttributeError) as error:
             log.warning("ignoring launcher status %s: %s", path, error)
             continue
-        for event in events:
-            if not isinstance(event, dict) or event.get("kind") not in NODE_EVENTS:
+        if not isinstance(events, list):
+            log.warning("ignoring launcher status %s: its events are not a list", path)
+            continue
+        for index, event in enumerate(events):
+            if not isinstance(event, dict) or event.get("kind") != EventKind.HANG:
                 continue
             if event.get("node"):
-                nodes.append(str(event["node"]))
-    return list(dict.fromkeys(nodes))
+                # Several ranks hanging in one round are one hang; an event without its round
+                # counts as a round of its own.
+                round_ = event.get("restart_count")
+                rounds.setdefault(str(event["node"]), set()).add(
+                    round_ if isinstance(round_, int) else (path.name, index))
+    return [{"node": node, "kind": "hang_repeat",
+             "detail": f"ranks hung in {len(seen)} rounds of attempt {attempt}"}
+            for node, seen in rounds.items() if len(seen) >= 2]
+
+
+def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
+    """The nodes the launchers' status files of an attempt give node evidence against
+    (`launcher_node_evidence`: repeated hangs). Crash events never name a node here."""
+    return list(blame_from_evidence(launcher_node_evidence(run_dir, attempt)))
 
 
 def _launcher_statuses(run_dir: str | Path, attempt: int) -> list[dict[str, Any]]:
@@ -131,12 +157,25 @@ def record_outcome(
     exit_code: int | None = None,
     source: str,
     progress: int | Literal["now"] | None = "now",
+    node_evidence: Sequence[Mapping[str, object]] | None = None,
 ) -> bool:
     """Record how attempt `view` ended (with blame); False when it already had a final end.
-    `progress`: the progress marker at the attempt's end ("now": read it now)."""
+    `progress`: the progress marker at the attempt's end ("now": read it now).
+
+    Only node evidence blames a node (`policy.blame_nodes`): `node_evidence` (items `{"node",
+    "kind": "node_fail"|"external_kill"|"hang_repeat", "detail"}`, an incident's
+    `node_evidence`), or when the caller has none, what the launchers' status files show
+    (`launcher_node_evidence`); a node_fail outcome blames the failed node either way."""
     nodes = (job.nodes if job is not None else ()) or view.nodes
-    blamed = blame_nodes(result.outcome, attempt_nodes=nodes,
-                         event_nodes=launcher_event_nodes(settings.run_dir, view.number))
+    ended = dataclasses.replace(
+        view, status=AttemptStatus.ENDED, outcome=result.outcome, reason=result.reason,
+        exit_code=job.exit_code if job is not None else exit_code, nodes=nodes)
+    incident = _incident(settings, ended, job, source)
+    if node_evidence is None:
+        node_evidence = (incident["node_evidence"] if incident is not None
+                         else launcher_node_evidence(settings.run_dir, view.number))
+    blamed = blame_nodes(result.outcome, attempt_nodes=nodes, evidence=node_evidence)
+    signature = incident.get("signature") if incident is not None else None
     _, written = ledger.record_end(
         view.number, outcome=result.outcome, reason=result.reason, job_id=view.job_id,
         exit_code=job.exit_code if job is not None else exit_code,
@@ -144,8 +183,50 @@ def record_outcome(
         scheduler_state=job.state if job is not None else None,
         progress=read_progress(settings.run_dir) if progress == "now" else progress,
         blamed_nodes=blamed, source=source, provisional=result.provisional,
+        signature=signature if result.outcome in FAILURE_OUTCOMES else None,
     )
+    if written and incident is not None:
+        _save_incident(settings, incident)
     return written
+
+
+def _incident(settings: ChainSettings, view: AttemptView, job: JobState | None,
+              source: str) -> dict[str, Any] | None:
+    """The incident record of an attempt that is ending; None (with a warning) when it cannot
+    be built: the record explains, it never stops the chain."""
+    try:
+        previous = read_incident(settings.run_dir, view.number - 1) if view.number > 1 else None
+        return build_incident(settings.run_dir, view.number, job=job, view=view,
+                              previous=previous,
+                              written_by="chain-end" if source == "job" else "watch")
+    except Exception as error:  # a bug here must not cost the run its records
+        log.warning("could not build the incident record of attempt %d: %r", view.number, error)
+        return None
+
+
+def _save_incident(settings: ChainSettings, record: Mapping[str, Any]) -> None:
+    try:
+        write_incident(settings.run_dir, record)
+    except OSError as error:
+        log.warning("could not write the incident record: %s", error)
+
+
+def note_decision(settings: ChainSettings, state: RunState, attempt: int,
+                  decision: Decision) -> None:
+    """Add what the chain decided after `attempt` ended to its incident record."""
+    view = state.attempt(attempt)
+    record = read_incident(settings.run_dir, attempt)
+    if view is None or record is None or record.get("decision") is not None:
+        return
+    try:
+        updated = build_incident(settings.run_dir, attempt, view=view, decision=decision,
+                                 previous=read_incident(settings.run_dir, attempt - 1),
+                                 written_by=record.get("written_by") or "watch")
+    except Exception as error:
+        log.warning("could not add the decision to attempt %d's incident: %r", attempt, error)
+        return
+    updated["scheduler"] = record.get("scheduler")  # keep what the scheduler said at the end
+    _save_incident(settings, updated)
 
 
 def _record_requeue(ledger: Ledger, settings: ChainSettings, view: AttemptView, job: JobState,
@@ -325,7 +406,9 @@ __all__ = [
     "end_evidence",
     "launch_status",
     "launcher_event_nodes",
+    "launcher_node_evidence",
     "make_scheduler",
+    "note_decision",
     "query_scheduler",
     "record_outcome",
     "stop_run",

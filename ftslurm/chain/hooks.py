@@ -44,6 +44,7 @@ from ftslurm.chain.actions import (
     classify_exit,
     launch_status,
     make_scheduler,
+    note_decision,
     record_outcome,
     stop_run,
     submit_attempt,
@@ -200,8 +201,17 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
         return code
     if settings.mode == "self":
         state = ledger.state()
-        if set(state.blamed_nodes) - blamed_before:  # a predecessor's record blamed a node
-            _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
+        excluded = exclusions(state, settings.config)
+        bad = [node for node in ctx.nodes if node in excluded]
+        if bad or set(state.blamed_nodes) - blamed_before:  # a node was blamed before we ran
+            _exclude_on_successors(state, scheduler, excluded)
+        if bad:
+            # Queued before the blame, this job landed on a node the chain now avoids: the next
+            # queued attempt (already kept off it) runs instead; this one never trains.
+            code = _not_launched(ledger, ctx, Outcome.STOPPED,
+                                 f"allocated on {', '.join(bad)}, which the chain now excludes")
+            _queue_after_end(settings, ledger, scheduler, ctx)
+            return code
         if not ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id):
             (keeper or start_queue_keeper)(ctx)
     print(f"ftslurm: attempt {ctx.attempt} (job {ctx.job_id}) starts", flush=True)
@@ -302,6 +312,7 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
         return 0
     state = ledger.state()
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
+    note_decision(settings, state, ctx.attempt, decision)
     if decision.action is Action.STOP:
         _tolerant(stop_run, ledger, scheduler, decision, what="withdraw the queued attempts")
         print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)

@@ -359,19 +359,26 @@ class Ledger:
         blamed_nodes: Sequence[str] = (),
         source: str = "chain",
         provisional: bool = False,
+        signature: str | None = None,
     ) -> tuple[AttemptView, bool]:
         """Record how the attempt ended. The first final record wins: when the attempt already has
         a final end, nothing is written and (its view, False) is returned. A `provisional` end (no
-        scheduler state yet) may be completed by a later call, e.g. from sacct."""
+        scheduler state yet) may be completed by a later call, e.g. from sacct.
+
+        `signature`: how it failed in a few words ("ValueError: boom", "exit 7", "SIGSEGV"), when
+        known; two failures in a row with the same signature are a crash loop. Written only when
+        given (an `ended` record without it reads as None, as in ledgers written before it)."""
         with self.locked():
             view = self._attempt(self.state(), attempt)
             if view.status is AttemptStatus.ENDED and not view.provisional:
                 return view, False
+            optional: dict[str, Any] = {} if signature is None else {"signature": str(signature)}
             state = self._append(
                 "ended", attempt=attempt, job_id=None if job_id is None else str(job_id),
                 outcome=Outcome(outcome).value, reason=reason, exit_code=exit_code,
                 signal=signal, scheduler_state=scheduler_state, progress=progress,
                 blamed_nodes=list(blamed_nodes), source=source, provisional=bool(provisional),
+                **optional,
             )
             return self._attempt(state, attempt), True
 

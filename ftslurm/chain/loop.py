@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftslurm.backends.base import JobState, Scheduler
-from ftslurm.chain.actions import make_scheduler, stop_run, submit_attempt, sync_with_scheduler
+from ftslurm.chain.actions import (
+    make_scheduler,
+    note_decision,
+    stop_run,
+    submit_attempt,
+    sync_with_scheduler,
+)
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.outcome import Action, RunStatus
 from ftslurm.chain.policy import Decision, decide
@@ -106,6 +112,8 @@ class Watcher:
                                               source="watch")
             decision = decide(state, self.settings.config,
                               flag_exists=self.settings.flag_exists())
+            if state.last_ended is not None and not state.in_flight:
+                note_decision(self.settings, state, state.last_ended.number, decision)
             if decision.action is Action.SUBMIT:
                 submitted = submit_attempt(self.ledger, self.settings, self.scheduler, decision)
                 state = self.ledger.state()

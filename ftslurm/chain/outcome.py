@@ -20,7 +20,8 @@ class Outcome(Vocabulary):
     PREEMPTED = "preempted"
     #: The time limit (or deadline) ended the attempt: resume.
     TIMEOUT = "timeout"
-    #: A node died or never booted: resume elsewhere; a failure only without progress.
+    #: A node died or never booted: resume elsewhere; never a failure (`max_node_failures` bounds
+    #: how many a run takes).
     NODE_FAIL = "node_fail"
     #: The workload or the launcher failed (non-zero exit, out of memory, killed).
     FAILED = "failed"
@@ -72,6 +73,9 @@ PROGRESS_OUTCOMES = frozenset(
     {Outcome.FINISHED, Outcome.STOPPED, Outcome.PREEMPTED, Outcome.TIMEOUT}
 )
 
+#: Outcomes that count against `max_failures` (`counts_as_failure`).
+FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.FATAL})
+
 
 def made_progress(outcome: Outcome, before: int | None, after: int | None) -> bool:
     """Whether an attempt advanced the run.
@@ -87,15 +91,13 @@ def made_progress(outcome: Outcome, before: int | None, after: int | None) -> bo
     return before is None or after > before
 
 
-def counts_as_failure(outcome: Outcome, progressed: bool) -> bool:
-    """Whether an attempt counts against `max_failures`.
+def counts_as_failure(outcome: Outcome) -> bool:
+    """Whether an attempt counts against `max_failures`: only failed and fatal ones do.
 
-    Only failed, node_fail without progress, and fatal ever count. Preemption, time limit, graceful
-    stop and cancellation never do.
+    Preemption, time limit, node failures (`max_node_failures` bounds those), graceful stops and
+    cancellation never do, with or without progress.
     """
-    if outcome in (Outcome.FAILED, Outcome.FATAL):
-        return True
-    return outcome is Outcome.NODE_FAIL and not progressed
+    return outcome in FAILURE_OUTCOMES
 
 
 def next_consecutive_failures(count: int, outcome: Outcome, progressed: bool) -> int:
@@ -103,14 +105,32 @@ def next_consecutive_failures(count: int, outcome: Outcome, progressed: bool) ->
 
     Progress resets the count to zero; then a counting failure adds one. So a failed attempt that
     advanced the workload leaves the count at 1, and an attempt that neither progressed nor counts
-    (a cancelled one) leaves it unchanged.
+    (a cancelled one, a node failure) leaves it unchanged.
     """
     if progressed:
         count = 0
-    return count + 1 if counts_as_failure(outcome, progressed) else count
+    return count + 1 if counts_as_failure(outcome) else count
+
+
+def repeats_failure(
+    *,
+    earlier_counted: bool,
+    earlier_signature: str | None,
+    counted: bool,
+    progressed: bool,
+    signature: str | None,
+) -> bool:
+    """Whether an ended attempt repeats the failure of the ended attempt just before it: both
+    counted as failures, this one made no progress, and both failed with the same signature
+    ("ValueError: boom", "exit 7", "SIGSEGV"). An unknown signature (None) never matches. Such
+    a pair is a crash loop: retrying again would fail the same way (`policy.decide` stops).
+    """
+    return (earlier_counted and counted and not progressed and signature is not None
+            and signature == earlier_signature)
 
 
 __all__ = [
+    "FAILURE_OUTCOMES",
     "IN_FLIGHT",
     "PROGRESS_OUTCOMES",
     "Action",
@@ -120,4 +140,5 @@ __all__ = [
     "counts_as_failure",
     "made_progress",
     "next_consecutive_failures",
+    "repeats_failure",
 ]

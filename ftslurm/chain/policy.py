@@ -16,7 +16,12 @@ from ftslurm.chain.runstate import RunState
 from ftslurm.errors import UsageError
 from ftslurm.signals import signal_text
 from ftslurm.slurm.parse import parse_state
-from ftslurm.spec.sections import AUTORESUME_BOUNDS, autoresume_problem
+from ftslurm.spec.sections import (
+    AUTORESUME_BOUNDS,
+    AUTORESUME_SWITCHES,
+    AutoResume,
+    autoresume_problem,
+)
 
 #: Scheduler states of a job that has not ended yet; classifying one is a programming error.
 ACTIVE_STATES = frozenset({
@@ -48,9 +53,14 @@ class ChainConfig:
     do_not_retry_exit_code: int = exit_codes.DO_NOT_RETRY
     #: At most this many blamed nodes are excluded from the next attempt (the most recent ones).
     max_excluded_nodes: int = 2
+    #: Stop once this many attempts since the last resume ended in node_fail; None: no limit.
+    max_node_failures: int | None = None
+    #: Stop on a crash loop: two failed attempts in a row with the same failure signature, the
+    #: second without progress (`outcome.repeats_failure`).
+    stop_on_repeated_failure: bool = True
 
     def __post_init__(self) -> None:
-        for name in AUTORESUME_BOUNDS:
+        for name in (*AUTORESUME_BOUNDS, *AUTORESUME_SWITCHES):
             problem = autoresume_problem(name, getattr(self, name))
             if problem:
                 raise UsageError(problem)
@@ -63,16 +73,28 @@ class ChainConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> ChainConfig:
         """Build from a mapping such as the ledger's settings; keys it does not know are left to
         their owners (e.g. `flag_file`)."""
-        known = ("max_failures", "max_attempts", "do_not_retry_exit_code", "max_excluded_nodes")
+        known = ("max_failures", "max_attempts", "do_not_retry_exit_code", "max_excluded_nodes",
+                 "max_node_failures", "stop_on_repeated_failure")
         return cls(**{key: values[key] for key in known if values.get(key) is not None})
 
-    def to_dict(self) -> dict[str, int]:
-        """The settings to store in the ledger header."""
+    @classmethod
+    def from_autoresume(cls, auto: AutoResume) -> ChainConfig:
+        """The limits of a job spec's `autoresume:` section (`max_excluded_nodes` is not one)."""
+        return cls(max_failures=auto.max_failures, max_attempts=auto.max_attempts,
+                   do_not_retry_exit_code=auto.do_not_retry_exit_code,
+                   max_node_failures=auto.max_node_failures,
+                   stop_on_repeated_failure=auto.stop_on_repeated_failure)
+
+    def to_dict(self) -> dict[str, int | bool | None]:
+        """The settings to store in the ledger header and chain.json (`from_mapping` reads them
+        back; a mapping written before a key existed gets its default)."""
         return {
             "max_failures": self.max_failures,
             "max_attempts": self.max_attempts,
             "do_not_retry_exit_code": self.do_not_retry_exit_code,
             "max_excluded_nodes": self.max_excluded_nodes,
+            "max_node_failures": self.max_node_failures,
+            "stop_on_repeated_failure": self.stop_on_repeated_failure,
         }
 
 
@@ -149,24 +171,64 @@ def _classify_exit(
     return Classification(Outcome.FAILED, f"exit code {exit_code}")
 
 
+#: Kinds of node evidence: each blames the node it names. `node_fail`: the scheduler reports
+#: the node failed (NODE_FAIL, or down / drained / not responding); `external_kill`: something
+#: outside the workload killed its processes on that node; `hang_repeat`: ranks on the node hung
+#: more than once. An application crash (a Python exception, `exit 7`, a signal the workload
+#: raised itself) and a single hang are not node evidence: they blame nothing.
+NODE_EVIDENCE_KINDS = frozenset({"node_fail", "external_kill", "hang_repeat"})
+
+
+def blame_from_evidence(evidence: Iterable[Mapping[str, object]]) -> tuple[str, ...]:
+    """The nodes to blame: every node an item of node evidence names, once, in order.
+
+    Items are `{"node": ..., "kind": ..., "detail": ...}` (an incident's `node_evidence`);
+    items of another kind, without a node, or not mappings at all blame nothing.
+    """
+    nodes: list[str] = []
+    for item in evidence:
+        if not isinstance(item, Mapping) or item.get("kind") not in NODE_EVIDENCE_KINDS:
+            continue
+        node = item.get("node")
+        if isinstance(node, str) and node.strip():
+            nodes.append(node.strip())
+    return tuple(dict.fromkeys(nodes))
+
+
+def node_fail_evidence(
+    outcome: Outcome,
+    *,
+    attempt_nodes: Sequence[str] = (),
+    down_nodes: Iterable[str] | None = None,
+) -> tuple[dict[str, str], ...]:
+    """The node evidence an outcome gives by itself: for node_fail, the attempt's nodes that
+    the scheduler reports down (`down_nodes`), or its only node when that is unknown; nothing
+    for any other outcome."""
+    if outcome is not Outcome.NODE_FAIL:
+        return ()
+    if down_nodes is not None:
+        down = set(down_nodes)
+        nodes = tuple(node for node in attempt_nodes if node in down)
+    else:
+        nodes = tuple(attempt_nodes) if len(attempt_nodes) == 1 else ()
+    return tuple({"node": node, "kind": "node_fail",
+                  "detail": "the scheduler reports the attempt ended in a node failure"}
+                 for node in nodes)
+
+
 def blame_nodes(
     outcome: Outcome,
     *,
     attempt_nodes: Sequence[str] = (),
-    event_nodes: Iterable[str] = (),
+    evidence: Iterable[Mapping[str, object]] = (),
     down_nodes: Iterable[str] | None = None,
 ) -> tuple[str, ...]:
-    """The nodes to blame for an attempt: for failed/fatal, the nodes the launcher named in crash
-    or hang events; for node_fail, the attempt's nodes that the scheduler reports down (or its
-    only node when that is unknown). Nothing else blames a node."""
-    if outcome in (Outcome.FAILED, Outcome.FATAL):
-        return tuple(dict.fromkeys(event_nodes))
-    if outcome is Outcome.NODE_FAIL:
-        if down_nodes is not None:
-            down = set(down_nodes)
-            return tuple(node for node in attempt_nodes if node in down)
-        return tuple(attempt_nodes) if len(attempt_nodes) == 1 else ()
-    return ()
+    """The nodes to blame for an attempt: those the node evidence names (`blame_from_evidence`),
+    with the evidence a node_fail outcome gives by itself (`node_fail_evidence`). Only node
+    evidence blames: a crash, however often, never does."""
+    return blame_from_evidence(
+        (*node_fail_evidence(outcome, attempt_nodes=attempt_nodes, down_nodes=down_nodes),
+         *evidence))
 
 
 def exclusions(state: RunState, config: ChainConfig) -> tuple[str, ...]:
@@ -231,6 +293,13 @@ def decide(
     if failures >= config.max_failures:
         return stop(RunStatus.FAILED, f"{failures} consecutive failed attempts "
                               f"(max_failures {config.max_failures})")
+    if config.stop_on_repeated_failure and last is not None and last.repeats_attempt is not None:
+        return stop(RunStatus.FAILED, f"crash loop: attempts {last.repeats_attempt} and "
+                                      f"{last.number} both failed with {last.signature!r}, the "
+                                      "second without progress (stop_on_repeated_failure)")
+    if config.max_node_failures is not None and state.node_failures >= config.max_node_failures:
+        return stop(RunStatus.FAILED, f"{state.node_failures} attempts ended in a node failure "
+                                      f"(max_node_failures {config.max_node_failures})")
     pending = [a for a in state.in_flight if ahead is None or a.number != ahead.number]
     unsubmitted = [a for a in pending if a.status is AttemptStatus.RESERVED]
     if unsubmitted:  # its watcher died or its submission failed: reconcile, then submit
@@ -252,12 +321,15 @@ def decide(
 
 __all__ = [
     "ACTIVE_STATES",
+    "NODE_EVIDENCE_KINDS",
     "STATE_OUTCOMES",
     "ChainConfig",
     "Classification",
     "Decision",
+    "blame_from_evidence",
     "blame_nodes",
     "classify",
     "decide",
     "exclusions",
+    "node_fail_evidence",
 ]

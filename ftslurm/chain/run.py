@@ -72,9 +72,7 @@ def prepare_run(
     spec_text = spec.source.read_text(encoding="utf-8")
     if max_failures is not None:
         spec = spec.with_max_failures(max_failures)
-    auto = spec.autoresume
-    config = ChainConfig(max_failures=auto.max_failures, max_attempts=auto.max_attempts,
-                         do_not_retry_exit_code=auto.do_not_retry_exit_code)
+    config = ChainConfig.from_autoresume(spec.autoresume)
     chosen = resolve_backend(backend)
     warning = spec.signals.warning_signal.removeprefix("SIG")
     mode: Mode = "self" if chosen == "slurm" and not watch else "loop"

@@ -23,6 +23,7 @@ from ftslurm.chain.outcome import (
     counts_as_failure,
     made_progress,
     next_consecutive_failures,
+    repeats_failure,
 )
 from ftslurm.errors import FtslurmError
 
@@ -39,6 +40,11 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "cancel": ("reason",),
     "run_end": ("state", "reason"),
     "resume": ("reason", "spec_fingerprint"),
+}
+#: Fields a record may carry beyond the required ones; a ledger written before they existed
+#: lacks them, and they read as None.
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "ended": ("signature",),
 }
 
 
@@ -66,6 +72,9 @@ class AttemptView:
     signal: int | None = None
     scheduler_state: str | None = None
     source: str | None = None
+    #: How the attempt failed, in a few words ("ValueError: boom", "exit 7", "SIGSEGV"), when
+    #: known: two failed attempts in a row with the same signature are a crash loop.
+    signature: str | None = None
     #: True when the end was recorded without the scheduler's final state and may be completed.
     provisional: bool = False
     submit_error: str | None = None
@@ -80,6 +89,12 @@ class AttemptView:
     #: The run's consecutive-failure count once this attempt ended (or as it stood before it,
     #: while it has not). The one derivation: `fold` computes it, policy and views read it.
     consecutive_failures: int = 0
+    #: Attempts since the last resume that ended in node_fail, once this attempt ended (or as
+    #: the count stood before it, while it has not). `fold` computes it, like the failures.
+    node_failures: int = 0
+    #: The earlier attempt whose failure this one repeats (`outcome.repeats_failure`: same
+    #: signature, no progress in between): the two are a crash loop. None otherwise.
+    repeats_attempt: int | None = None
     blamed_nodes: tuple[str, ...] = ()
     #: Outcomes of the earlier runs of a requeued job (same job id), oldest first.
     requeued_outcomes: tuple[str, ...] = ()
@@ -116,7 +131,7 @@ class RunState:
     created_at: float
     attempts: tuple[AttemptView, ...]
     consecutive_failures: int
-    #: Nodes blamed for failures, oldest first, each once (at its latest blame).
+    #: Nodes blamed on node evidence, oldest first, each once (at its latest blame).
     blamed_nodes: tuple[str, ...]
     cancel_requested: str | None
     run_status: RunStatus
@@ -125,6 +140,8 @@ class RunState:
     #: Attempts up to this number belong to before the last `ftslurm submit --resume`: they do
     #: not count against the limits and their outcomes do not stop the resumed run.
     resumed_after: int = 0
+    #: Attempts since the last resume that ended in node_fail (bounded by max_node_failures).
+    node_failures: int = 0
 
     @property
     def next_attempt(self) -> int:
@@ -145,6 +162,12 @@ class RunState:
     def failures_left(self, max_failures: int) -> int:
         """How many more consecutive failures the run takes before it stops."""
         return max_failures - self.consecutive_failures
+
+    def node_failures_left(self, max_node_failures: int | None) -> int | None:
+        """How many more node failures the run takes before it stops; None: no limit."""
+        if max_node_failures is None:
+            return None
+        return max_node_failures - self.node_failures
 
     @property
     def in_flight(self) -> tuple[AttemptView, ...]:
@@ -221,12 +244,15 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
     elif kind == "ended":
         if view.status is AttemptStatus.ENDED and not view.provisional:
             return  # the first final end wins; later ones are kept on disk for the record only
+        signature = rec.get("signature")  # optional: older ledgers lack it
+        if signature is not None and not isinstance(signature, str):
+            raise TypeError(f"signature must be a string or null, got {signature!r}")
         views[number] = replace(
             view, status=AttemptStatus.ENDED, job_id=rec["job_id"] or view.job_id, ended_at=at,
             outcome=Outcome(rec["outcome"]), reason=rec["reason"], exit_code=rec["exit_code"],
             signal=rec["signal"], scheduler_state=rec["scheduler_state"], source=rec["source"],
             provisional=rec["provisional"], progress_after=rec["progress"],
-            blamed_nodes=tuple(rec["blamed_nodes"]),
+            blamed_nodes=tuple(rec["blamed_nodes"]), signature=signature,
         )
     elif kind == "progress":
         views[number] = replace(view, progress_after=rec["value"])
@@ -235,7 +261,7 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
 _CLEARED_END: dict[str, Any] = {
     "ended_at": None, "outcome": None, "reason": None, "exit_code": None, "signal": None,
     "scheduler_state": None, "source": None, "provisional": False, "progress_after": None,
-    "blamed_nodes": (),
+    "blamed_nodes": (), "signature": None,
 }
 
 
@@ -262,27 +288,44 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
             raise LedgerError(message) from None
 
     attempts: list[AttemptView] = []
-    failures = 0
+    failures = node_failures = 0
     blamed: list[str] = []
     known: int | None = None
+    earlier: AttemptView | None = None  # the ended attempt before this one, since the resume
     for number in sorted(views):
         view = views[number]
         if view.status is AttemptStatus.ENDED:
             assert view.outcome is not None
             before = view.progress_before if view.progress_before is not None else known
             progressed = made_progress(view.outcome, before, view.progress_after)
+            counted = counts_as_failure(view.outcome)
             failures = next_consecutive_failures(failures, view.outcome, progressed)
+            repeats: int | None = None
             if number <= resumed_after:  # the resume forgave it: it no longer counts
                 failures = 0
+            else:
+                if view.outcome is Outcome.NODE_FAIL:
+                    node_failures += 1
+                # A provisional end may still turn out a time limit or a preemption: it never
+                # takes part in a crash loop, on either side.
+                if (earlier is not None and not earlier.provisional and not view.provisional
+                        and repeats_failure(earlier_counted=earlier.counted_failure,
+                                            earlier_signature=earlier.signature,
+                                            counted=counted, progressed=progressed,
+                                            signature=view.signature)):
+                    repeats = earlier.number
             view = dataclasses.replace(
-                view, progress_before=before, progressed=progressed,
-                counted_failure=counts_as_failure(view.outcome, progressed),
+                view, progress_before=before, progressed=progressed, counted_failure=counted,
+                repeats_attempt=repeats,
             )
+            if number > resumed_after:
+                earlier = view
             for node in view.blamed_nodes:
                 if node in blamed:
                     blamed.remove(node)
                 blamed.append(node)
-        view = dataclasses.replace(view, consecutive_failures=failures)
+        view = dataclasses.replace(view, consecutive_failures=failures,
+                                   node_failures=node_failures)
         for value in (view.progress_before, view.progress_after):
             if value is not None:
                 known = value if known is None else max(known, value)
@@ -292,12 +335,14 @@ def fold(header: Mapping[str, Any], records: Sequence[Any]) -> RunState:
         run_id=header["run_id"], spec_fingerprint=fingerprint, resumed_after=resumed_after,
         settings=dict(header.get("settings") or {}), created_at=header["created_at"],
         attempts=tuple(attempts), consecutive_failures=failures, blamed_nodes=tuple(blamed),
+        node_failures=node_failures,
         cancel_requested=cancel, run_status=run_end[0] if run_end else RunStatus.RUNNING,
         end_reason=run_end[1] if run_end else None, last_progress=known,
     )
 
 
 __all__ = [
+    "OPTIONAL_FIELDS",
     "RECORD_FIELDS",
     "AttemptView",
     "LedgerError",

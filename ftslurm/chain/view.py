@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftslurm.backends.base import JobState
+from ftslurm.chain.incident import incident_cause
 from ftslurm.chain.loop import WatchUpdate
 from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import exclusions
@@ -112,6 +113,8 @@ def attempt_rows(state: RunState, settings: ChainSettings,
             "exit_code": view.exit_code,
             "signal": view.signal,
             "reason": view.reason or view.submit_error,
+            # From the attempt's incident record, when one was written: "rank 3 @ n2: ValueError".
+            "cause": incident_cause(settings.run_dir, view.number),
             "provisional": view.provisional,
             "counted_failure": view.counted_failure,
             "failures_left": settings.config.max_failures - view.consecutive_failures,
@@ -167,7 +170,7 @@ def _row_cells(row: dict[str, Any]) -> list[Text]:
     if row["signal"]:
         code += f" ({signal_text(row['signal'])})"
     counted = "yes" if row["counted_failure"] else ("no" if row["outcome"] else "-")
-    reason = row["reason"] or "-"
+    reason = row.get("cause") or row["reason"] or "-"
     if row["pending_reason"]:
         reason = f"pending: {row['pending_reason']}"
     if row["blamed_nodes"]:
@@ -272,7 +275,8 @@ class PlainReporter:
                 continue
             self._seen[row["attempt"]] = key
             what = row["outcome"] or (row["scheduler_state"] or row["status"]).lower()
-            detail = f" ({row['reason']})" if row["outcome"] and row["reason"] else ""
+            why = row.get("cause") or row["reason"]
+            detail = f" ({why})" if row["outcome"] and why else ""
             print(f"{stamp} attempt {row['attempt']} job {row['job_id'] or '-'}: {what}{detail}"
                   f"; failures left {row['failures_left']}", file=self.stream, flush=True)
         unreachable = update.unreachable_since is not None

@@ -44,6 +44,14 @@ class FaultToleranceConfig:
     rank_termination_signal: signal.Signals = signal.SIGTERM
     #: Seconds a hung rank gets to exit after the termination signal before SIGKILL.
     rank_termination_grace: float = 5.0
+    #: The least a learned timeout may be (seconds; `None`: no floor). Applies to timeouts the
+    #: ranks request and to those loaded from the run directory, never to configured ones.
+    #: Learned timeouts are observed intervals times the safety factor, so a fast step learns a
+    #: timeout of a few seconds, which one slow step (an unheartbeated checkpoint save, an
+    #: evaluation, a slow filesystem or data loader, a collective waiting for a straggler) would
+    #: turn into a false hang and a restart of the whole job. 5 minutes is far below the
+    #: configured defaults (45 and 60 minutes), so a real hang is still caught much sooner.
+    min_learned_timeout: float | None = 300.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +73,15 @@ class FaultToleranceConfig:
         if not (self.safety_factor >= 1.0):
             raise UsageError(
                 f"fault_tolerance.safety_factor must be >= 1, got {self.safety_factor!r}"
+            )
+        floor = self.min_learned_timeout
+        if floor is not None and (
+            isinstance(floor, bool) or not isinstance(floor, int | float)
+            or not (floor >= 0 and math.isfinite(floor))
+        ):
+            raise UsageError(
+                f"fault_tolerance.min_learned_timeout must be a number of seconds >= 0 or null "
+                f"(no floor), got {floor!r}"
             )
         if not (self.rank_termination_grace >= 0):
             raise UsageError(
@@ -141,6 +158,15 @@ def parse_timeout(raw: Any) -> float | None:
     return value
 
 
+def parse_floor(raw: Any) -> float | None:
+    """A floor in seconds: a number, or null/none/"null" for no floor."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in {"null", "none"}):
+        return None
+    if isinstance(raw, bool):
+        raise ValueError("a boolean is not a number of seconds")
+    return float(raw)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "initial_rank_heartbeat_timeout": parse_timeout,
     "rank_heartbeat_timeout": parse_timeout,
@@ -148,6 +174,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "safety_factor": float,
     "rank_termination_signal": parse_signal,
     "rank_termination_grace": float,
+    "min_learned_timeout": parse_floor,
 }
 
 
@@ -164,6 +191,7 @@ def parse_value(name: str, raw: Any, *, origin: str) -> Any:
 __all__ = [
     "SECTION",
     "FaultToleranceConfig",
+    "parse_floor",
     "parse_timeout",
     "parse_value",
     "read_yaml_section",

@@ -8,6 +8,7 @@ ranks run under `FaultTolerantAgent` (a `LocalElasticAgent`). Exit codes: see `f
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 from ftslurm import env_vars, exit_codes
 from ftslurm.errors import UsageError
 from ftslurm.fault_tolerance.config import FaultToleranceConfig, read_yaml_section
-from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, load_learned
+from ftslurm.fault_tolerance.status import TimeoutSource
+from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts, apply_floor, load_learned
 from ftslurm.rundir import RunDir
 
 logger = logging.getLogger("ftslurm.launcher")
@@ -32,6 +34,7 @@ FT_OPTIONS: dict[str, str] = {
     "ft_safety_factor": "safety_factor",
     "ft_rank_termination_signal": "rank_termination_signal",
     "ft_rank_termination_grace": "rank_termination_grace",
+    "ft_min_learned_timeout": "min_learned_timeout",
 }
 
 _FT_HELP = {
@@ -44,6 +47,8 @@ _FT_HELP = {
     "rank_termination_signal": "signal that stops a hung rank after its stack dump (default "
     "SIGTERM; SIGKILL follows after the grace)",
     "rank_termination_grace": "seconds a hung rank gets to exit before SIGKILL (default 5)",
+    "min_learned_timeout": "the least a learned heartbeat timeout may be, in seconds, or null for "
+    "no floor (default 300); configured timeouts are never raised",
 }
 
 
@@ -84,26 +89,40 @@ def resolve_ft_config(args: Namespace) -> FaultToleranceConfig:
     return config.merged({k: v for k, v in overrides.items() if v is not None})
 
 
-def effective_timeouts(config: FaultToleranceConfig, run_dir: Path | None) -> HeartbeatTimeouts:
-    """The configured timeouts, replaced by learned ones from the run directory if any."""
+def resolve_timeouts(
+    config: FaultToleranceConfig, run_dir: Path | None
+) -> tuple[HeartbeatTimeouts, TimeoutSource]:
+    """The configured timeouts, replaced by learned ones from the run directory if any (raised
+    to `min_learned_timeout`), and which of the two they are."""
     configured = HeartbeatTimeouts(
         config.initial_rank_heartbeat_timeout, config.rank_heartbeat_timeout
     )
     if run_dir is None:
-        return configured
+        return configured, TimeoutSource.WRITTEN
     try:
         learned = load_learned(run_dir)
     except ValueError as error:
         logger.warning("ignoring learned timeouts: %s", error)
-        return configured
+        return configured, TimeoutSource.WRITTEN
     if learned is None:
-        return configured
-    logger.info(
-        "using learned heartbeat timeouts from %s: initial=%s s, subsequent=%s s "
-        "(configured: initial=%s s, subsequent=%s s)",
-        run_dir, learned.initial, learned.subsequent, configured.initial, configured.subsequent,
+        return configured, TimeoutSource.WRITTEN
+    in_force = apply_floor(learned, config.min_learned_timeout)
+    floored = "" if in_force == learned else (
+        f"; raised to the floor of {config.min_learned_timeout} s (min_learned_timeout): "
+        f"initial={in_force.initial} s, subsequent={in_force.subsequent} s"
     )
-    return learned
+    logger.info(
+        "using learned heartbeat timeouts from %s: initial=%s s, subsequent=%s s%s "
+        "(configured: initial=%s s, subsequent=%s s)",
+        run_dir, learned.initial, learned.subsequent, floored, configured.initial,
+        configured.subsequent,
+    )
+    return in_force, TimeoutSource.LEARNED
+
+
+def effective_timeouts(config: FaultToleranceConfig, run_dir: Path | None) -> HeartbeatTimeouts:
+    """The timeouts in force at start (see `resolve_timeouts`)."""
+    return resolve_timeouts(config, run_dir)[0]
 
 
 def status_path(args: Namespace, node: str) -> Path | None:
@@ -162,18 +181,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AssertionError, ValueError) as error:
         print(f"ftslurm launch: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
+    from ftslurm.fault_tolerance.rank_logs import RANK_LINE_PREFIX, run_dir_logs_specs
     from ftslurm.fault_tolerance.run import run_agent
     from ftslurm.fault_tolerance.status import node_name
 
     node = node_name()
     run_dir_env = os.environ.get(env_vars.RUN_DIR)
     run_dir = Path(run_dir_env) if run_dir_env else None
+    assert launch_config.logs_specs is not None  # LaunchConfig fills in torch's default
+    rank_logs = run_dir_logs_specs(args, launch_config.logs_specs, run_dir_env,
+                                   os.environ.get(env_vars.ATTEMPT))
+    if rank_logs is not None:
+        launch_config.logs_specs = rank_logs
+        if launch_config.log_line_prefix_template is None:
+            launch_config.log_line_prefix_template = RANK_LINE_PREFIX
+        # The ranks' lines are copied to this process's stdout: a line at a time, as the ranks
+        # wrote them when they shared it, not in blocks when the job log is a file.
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(line_buffering=True)
+    timeouts, source = resolve_timeouts(ft_config, run_dir)
     return run_agent(
         launch_config,
         entrypoint,
         cmd_args,
         ft_config=ft_config,
-        timeouts=effective_timeouts(ft_config, run_dir),
+        timeouts=timeouts,
+        timeouts_source=source,
         run_dir=run_dir,
         status_file=status_path(args, node),
         node=node,
@@ -191,5 +224,6 @@ __all__ = [
     "effective_timeouts",
     "main",
     "resolve_ft_config",
+    "resolve_timeouts",
     "status_path",
 ]

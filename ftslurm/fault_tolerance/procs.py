@@ -56,6 +56,40 @@ def _signal_bits(pid: int, signum: int) -> tuple[bool, set[str]]:
     return pending, blocking
 
 
+def dump_stacks_all(pids: list[int], signum: int, timeout: float) -> dict[int, bool]:
+    """`dump_stacks` for several processes at once: signal them all, then wait for all.
+
+    Returns pid -> whether its handler ran to completion within `timeout` seconds (all of them
+    share the one deadline, so N ranks take as long as the slowest, not N times as long).
+    """
+    blocked_before = {pid: _signal_bits(pid, signum)[1] for pid in pids}
+    waiting: set[int] = set()
+    done: dict[int, bool] = {}
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            done[pid] = False
+        else:
+            waiting.add(pid)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for pid in sorted(waiting):
+            if not process_alive(pid):
+                done[pid] = False
+                waiting.discard(pid)
+                continue
+            pending, blocking = _signal_bits(pid, signum)
+            if not pending and not (blocking - blocked_before[pid]):
+                done[pid] = True
+                waiting.discard(pid)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(_POLL)
+    done.update(dict.fromkeys(waiting, False))
+    return done
+
+
 def dump_stacks(pid: int, signum: int, timeout: float) -> bool:
     """Send `signum` (the rank's registered faulthandler signal) and wait until it was handled.
 
@@ -112,6 +146,7 @@ def _send(pid: int, sig: int, group: bool) -> None:
 
 __all__ = [
     "dump_stacks",
+    "dump_stacks_all",
     "process_alive",
     "terminate",
 ]

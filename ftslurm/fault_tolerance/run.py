@@ -27,7 +27,7 @@ from ftslurm.fault_tolerance.agent import FaultTolerantAgent
 from ftslurm.fault_tolerance.config import FaultToleranceConfig
 from ftslurm.fault_tolerance.heartbeat import make_private_dir
 from ftslurm.fault_tolerance.monitor import HeartbeatMonitor
-from ftslurm.fault_tolerance.status import EventKind, LauncherState, StatusFile
+from ftslurm.fault_tolerance.status import EventKind, LauncherState, StatusFile, TimeoutSource
 from ftslurm.fault_tolerance.timeouts import HeartbeatTimeouts
 
 logger = logging.getLogger("ftslurm.launcher")
@@ -43,8 +43,13 @@ def run_agent(
     run_dir: Path | None,
     status_file: Path | None,
     node: str,
+    timeouts_source: TimeoutSource = TimeoutSource.WRITTEN,
 ) -> int:
-    """Run the ranks to the end; return 0, FAILED, DO_NOT_RETRY or STOPPED."""
+    """Run the ranks to the end; return 0, FAILED, DO_NOT_RETRY or STOPPED.
+
+    `config.logs_specs` says where the ranks' output goes (`rank_logs.RunDirLogsSpecs` in a run);
+    `timeouts_source` whether `timeouts` are the configured ones or learned ones.
+    """
     # torch 2.13 reuses the agent's shared TCPStore across restarts without a per-attempt key
     # prefix, so restarted ranks read their predecessors' gloo/NCCL addresses and fail to
     # connect. Rank 0 hosting a fresh store per attempt (torch's documented switch) avoids that.
@@ -68,12 +73,15 @@ def run_agent(
     ipc_dir = make_private_dir()
     os.environ[env_vars.FT_IPC_DIR] = str(ipc_dir)
     os.environ[env_vars.FT_SAFETY_FACTOR] = repr(ft_config.safety_factor)
-    monitor = HeartbeatMonitor(ipc_dir, timeouts)
+    monitor = HeartbeatMonitor(ipc_dir, timeouts, timeouts_source=timeouts_source,
+                               min_learned_timeout=ft_config.min_learned_timeout)
     status = StatusFile(status_file, node=node, max_restarts=config.max_restarts)
     status.update(timeouts=timeouts.to_dict())
     logger.info(
-        "node %s: fault tolerance %s; heartbeat timeouts initial=%s s, subsequent=%s s; status %s",
-        node, ft_config.to_dict(), timeouts.initial, timeouts.subsequent, status_file,
+        "node %s: fault tolerance %s; heartbeat timeouts initial=%s s, subsequent=%s s (%s); "
+        "status %s; rank output %s",
+        node, ft_config.to_dict(), timeouts.initial, timeouts.subsequent, timeouts_source,
+        status_file, config.logs_specs,
     )
 
     spec = WorkerSpec(
@@ -137,6 +145,7 @@ def run_agent(
         logger.exception("the launcher failed")
         code, state = exit_codes.FAILED, LauncherState.FAILED
     finally:
+        agent.record_rank_ends()
         if shutdown_rdzv:
             spec.rdzv_handler.shutdown()
         monitor.close()

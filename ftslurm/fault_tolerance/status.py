@@ -7,7 +7,18 @@ Written atomically (temp file + rename) after every event, so a reader never see
      "events": [{"time": 1700000000.0, "node": "n2", "rank": 3, "local_rank": 1,
                  "kind": "hang|crash|peer_restart|do_not_retry|stop_signal",
                  "heartbeat_age": 2.1, "timeout": 2.0, "phase": "subsequent",
-                 "exit_code": null, "restart_count": 0, "action": "restart|give_up|stop"}]}
+                 "exit_code": null, "restart_count": 0, "action": "restart|give_up|stop"}],
+     "rank_ends": [{"rank": 3, "local_rank": 1, "node": "n2", "restart_count": 0,
+                    "exit_code": null, "signal": "SIGTERM", "time": 1700000000.25,
+                    "stdout": ".../logs/attempt-4/rank-3.restart-0.out", "stderr": "...err",
+                    "cause": "exited|hang_stopped|stopped_by_launcher"}]}
+
+`timeouts` are the heartbeat timeouts in force; `requested_timeouts` the pair the ranks last asked
+for (learned, before the `min_learned_timeout` floor), null until they ask.
+A hang event also holds `stacks` (global rank -> the stack dump of every rank of the node that
+had the dump handler), `timeout_source` ("written" or "learned") and `since` (epoch seconds of the
+last heartbeat, or of the rank's start before its first one). `rank_ends` has one entry per rank
+process end the launcher saw, in every round, successes included (see docs/fault-tolerance.md).
 """
 
 from __future__ import annotations
@@ -51,6 +62,28 @@ class EventKind(Vocabulary):
     STOP_VOTED = "stop_voted"
 
 
+class RankEndCause(Vocabulary):
+    """Why a rank's process ended (`cause` of a `rank_ends` entry)."""
+
+    #: The process ended on its own: an exit code, or a signal that did not come from the launcher.
+    EXITED = "exited"
+    #: The launcher found the rank hung and stopped it.
+    HANG_STOPPED = "hang_stopped"
+    #: The launcher stopped it because another rank failed or hung, or the round ended (restart,
+    #: stop signal, a peer node's new round).
+    STOPPED_BY_LAUNCHER = "stopped_by_launcher"
+
+
+class TimeoutSource(Vocabulary):
+    """Where the heartbeat timeout in force came from (`timeout_source` of a hang event)."""
+
+    #: The configured one (`fault_tolerance:` section, `--ft-*` options, the defaults).
+    WRITTEN = "written"
+    #: Learned: requested by the ranks (`calculate_and_set_hb_timeouts`, `load_state_dict`) or
+    #: loaded from the run directory's learned timeouts; never below `min_learned_timeout`.
+    LEARNED = "learned"
+
+
 #: Events that happened on a node because of that node, as far as the launcher can tell.
 NODE_EVENTS = frozenset({EventKind.CRASH, EventKind.HANG})
 
@@ -75,7 +108,9 @@ class StatusFile:
             "max_restarts": max_restarts,
             "started_at": time.time(),
             "updated_at": time.time(),
+            "requested_timeouts": None,
             "events": [],
+            "rank_ends": [],
         }
         self._write()
 
@@ -91,6 +126,12 @@ class StatusFile:
         self._write()
         return record
 
+    def add_rank_ends(self, entries: list[dict[str, Any]]) -> None:
+        """Append entries to `rank_ends` (one per rank process that ended) in one write."""
+        if entries:
+            self.data["rank_ends"].extend(entries)
+            self._write()
+
     def _write(self) -> None:
         if self.path is None:
             return
@@ -102,6 +143,8 @@ __all__ = [
     "NODE_EVENTS",
     "EventKind",
     "LauncherState",
+    "RankEndCause",
     "StatusFile",
+    "TimeoutSource",
     "node_name",
 ]

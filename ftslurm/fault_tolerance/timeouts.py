@@ -11,7 +11,9 @@ is one file, one rule and one reader:
   timeouts only grow whoever writes them;
 * `save_learned` merges into the file under a file lock next to it (read, merge, write a temp
   file, fsync, rename), so writers on several nodes at once lose nothing;
-* `load_learned` reads it.
+* `load_learned` reads it;
+* `apply_floor` raises learned timeouts to the launcher's `min_learned_timeout` where they are
+  used (the file keeps what was learned).
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def merge(old: HeartbeatTimeouts | None, new: HeartbeatTimeouts) -> HeartbeatTim
     )
 
 
+def apply_floor(timeouts: HeartbeatTimeouts, floor: float | None) -> HeartbeatTimeouts:
+    """Learned `timeouts` raised to at least `floor` seconds each (`floor` None: unchanged).
+
+    None (no timeout) stays None: it is larger than any floor. Only for learned timeouts (those
+    the ranks request, those loaded from a learned-timeouts file); configured ones are the
+    user's word and are never floored.
+    """
+    if floor is None:
+        return timeouts
+    return HeartbeatTimeouts(
+        initial=None if timeouts.initial is None else max(timeouts.initial, floor),
+        subsequent=None if timeouts.subsequent is None else max(timeouts.subsequent, floor),
+    )
+
+
 def _larger(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else max(a, b)
 
@@ -153,6 +170,7 @@ def load_learned(folder: str | os.PathLike[str]) -> HeartbeatTimeouts | None:
 
 __all__ = [
     "HeartbeatTimeouts",
+    "apply_floor",
     "compute_timeouts",
     "learned_path",
     "load_learned",

@@ -26,11 +26,13 @@ from ftslurm.slurm.parse import (
     SACCT_FIELDS,
     JobRecord,
     JobSummary,
+    NodeState,
     SubmittedJob,
     parse_job_id,
     parse_sacct,
     parse_sbatch_parsable,
     parse_scontrol_show_job,
+    parse_scontrol_show_node,
     record_from_scontrol,
     summarize,
 )
@@ -342,6 +344,14 @@ class SlurmClient:
             raise ValueError("scontrol update needs at least one Key=Value")
         self.run(["scontrol", "update", f"{kind}={name}",
                   *(f"{key}={value}" for key, value in fields.items())])
+
+    def node_states(self, nodes: Sequence[str]) -> dict[str, NodeState]:
+        """`scontrol show node --oneliner n1,n2`: each node's state and reason. Nodes SLURM does not
+        know are left out."""
+        if not nodes:
+            return {}
+        out = self.run(["scontrol", "show", "node", "--oneliner", ",".join(nodes)])
+        return {node.name: node for node in parse_scontrol_show_node(out)}
 
     def hostnames(self, hostlist: str) -> tuple[str, ...]:
         """`scontrol show hostnames`; the pure `expand_hostlist` gives the same without SLURM."""

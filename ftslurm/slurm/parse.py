@@ -333,6 +333,39 @@ def parse_scontrol_show_job(text: str) -> list[dict[str, str]]:
     return jobs
 
 
+#: Node state flags (scontrol's State=, e.g. "IDLE+DRAIN", "DOWN*") that make a node unusable.
+UNUSABLE_NODE_STATES = ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "REBOOT")
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A node as `scontrol show node` reports it."""
+
+    name: str
+    #: scontrol's State=, e.g. "IDLE", "MIXED+DRAIN", "DOWN*" (`*`: not responding).
+    state: str
+    reason: str | None = None
+
+    @property
+    def unusable(self) -> bool:
+        """DOWN, DRAIN(ED/ING), FAIL, not responding, powered down or rebooting."""
+        flags = self.state.upper().replace("*", "+NOT_RESPONDING").split("+")
+        return any(flag.startswith(bad) for flag in flags for bad in UNUSABLE_NODE_STATES)
+
+
+def parse_scontrol_show_node(text: str) -> list[NodeState]:
+    """Parse `scontrol show node --oneliner` output: one `NodeState` per node."""
+    nodes = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("NodeName="):
+            continue
+        fields = parse_key_values(line)
+        nodes.append(NodeState(fields["NodeName"], fields.get("State", ""),
+                               _none_if_empty(fields.get("Reason", ""))))
+    return nodes
+
+
 def record_from_scontrol(job: Mapping[str, str]) -> JobRecord:
     """A `JobRecord` (allocation only: scontrol has no step history) from `parse_scontrol_show_job`.
 
@@ -372,9 +405,11 @@ def record_from_scontrol(job: Mapping[str, str]) -> JobRecord:
 
 __all__ = [
     "SACCT_FIELDS",
+    "UNUSABLE_NODE_STATES",
     "JobId",
     "JobRecord",
     "JobSummary",
+    "NodeState",
     "SlurmParseError",
     "SubmittedJob",
     "number_restarts",
@@ -384,6 +419,7 @@ __all__ = [
     "parse_sacct",
     "parse_sbatch_parsable",
     "parse_scontrol_show_job",
+    "parse_scontrol_show_node",
     "parse_state",
     "parse_timestamp",
     "record_from_scontrol",

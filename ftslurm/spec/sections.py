@@ -30,7 +30,12 @@ AUTORESUME_BOUNDS: dict[str, tuple[int, int | None]] = {
     "max_failures": (1, None),
     "max_attempts": (1, None),
     "do_not_retry_exit_code": (1, 255),
+    "max_node_failures": (1, None),
 }
+#: The `autoresume:` integers that may be null, meaning no limit (their default).
+AUTORESUME_NULLABLE = frozenset({"max_node_failures"})
+#: The `autoresume:` switches (true or false), checked by the same readers as the bounds.
+AUTORESUME_SWITCHES = ("stop_on_repeated_failure",)
 DEFAULT_WARNING_SIGNAL = "SIGUSR1"
 DEFAULT_WARNING_TIME = 300
 DEFAULT_STOP_GRACE = 60
@@ -39,12 +44,20 @@ MAX_WARNING_TIME = 65535
 
 
 def autoresume_problem(name: str, value: object) -> str | None:
-    """Why `value` cannot be `autoresume.<name>`, or None when it is within bounds."""
+    """Why `value` cannot be `autoresume.<name>` (a bounded integer, a nullable one, or a
+    switch), or None when it is a valid value."""
+    if name in AUTORESUME_SWITCHES:
+        if isinstance(value, bool):
+            return None
+        return f"autoresume.{name} must be true or false, got {value!r}"
+    if value is None and name in AUTORESUME_NULLABLE:
+        return None
     low, high = AUTORESUME_BOUNDS[name]
     if not isinstance(value, int) or isinstance(value, bool) or value < low or (
             high is not None and value > high):
         bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        return f"autoresume.{name} must be an integer {bounds}, got {value!r}"
+        nullable = " or null (no limit)" if name in AUTORESUME_NULLABLE else ""
+        return f"autoresume.{name} must be an integer {bounds}{nullable}, got {value!r}"
     return None
 
 
@@ -57,6 +70,10 @@ class AutoResume:
     max_failures: int = DEFAULT_MAX_FAILURES
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     do_not_retry_exit_code: int = exit_codes.DO_NOT_RETRY
+    #: Stop after this many attempts (since the last resume) ended in node_fail; None: no limit.
+    max_node_failures: int | None = None
+    #: Stop when two failed attempts in a row fail the same way without progress (a crash loop).
+    stop_on_repeated_failure: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,8 @@ def read_autoresume(top: Section, base: Path, run_dir: Path, *,
     """The `autoresume:` section. The flag file must not be a path `forbidden` refuses (it says
     why: one of ftslurm's own files), and must be in a place this user can write."""
     section = top.section("autoresume")
-    section.check_keys(("max_failures", "flag_file", "max_attempts", "do_not_retry_exit_code"))
+    section.check_keys(("max_failures", "flag_file", "max_attempts", "do_not_retry_exit_code",
+                        "max_node_failures", *AUTORESUME_SWITCHES))
     flag_text = section.string("flag_file", None)
     if flag_text is None:
         flag_file = RunDir(run_dir).default_flag
@@ -127,12 +145,21 @@ def read_autoresume(top: Section, base: Path, run_dir: Path, *,
         flag_file=flag_file,
         max_attempts=_bounded(section, "max_attempts", DEFAULT_MAX_ATTEMPTS),
         do_not_retry_exit_code=_bounded(section, "do_not_retry_exit_code", exit_codes.DO_NOT_RETRY),
+        max_node_failures=_bounded_or_null(section, "max_node_failures"),
+        stop_on_repeated_failure=section.boolean("stop_on_repeated_failure", True),
     )
 
 
 def _bounded(section: Section, name: str, default: int) -> int:
     low, high = AUTORESUME_BOUNDS[name]
     value: int = section.integer(name, default, minimum=low, maximum=high)
+    return value
+
+
+def _bounded_or_null(section: Section, name: str) -> int | None:
+    """A nullable `autoresume:` integer: absent or null is None (no limit)."""
+    low, high = AUTORESUME_BOUNDS[name]
+    value: int | None = section.integer(name, None, minimum=low, maximum=high)
     return value
 
 
@@ -162,6 +189,8 @@ def read_signals(top: Section, time_limit: int | None, launcher: str) -> Signals
 
 __all__ = [
     "AUTORESUME_BOUNDS",
+    "AUTORESUME_NULLABLE",
+    "AUTORESUME_SWITCHES",
     "AutoResume",
     "Signals",
     "autoresume_problem",

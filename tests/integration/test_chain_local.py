@@ -67,7 +67,8 @@ def local_jobs(run_dir: Path) -> dict[str, str]:
 
 
 def test_fails_twice_then_finishes(tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, "fail-twice")
+    # the same failure twice would be a crash loop: this test is about the failure budget
+    spec = write_spec(tmp_path, "fail-twice", stop_on_repeated_failure="false")
     result = ftslurm("submit", "--backend", "local", "--max-failures", "3", str(spec))
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = tmp_path / "run"
@@ -80,6 +81,28 @@ def test_fails_twice_then_finishes(tmp_path: Path) -> None:
     assert local_jobs(run_dir) == {"1": "FAILED", "2": "FAILED", "3": "COMPLETED"}
     table = ftslurm("status", str(run_dir), check=True).stdout
     assert "run finished" in table and "exit code 1" in table
+
+
+def test_the_same_failure_twice_stops_the_run_as_a_crash_loop(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "always-fail")
+    result = ftslurm("submit", "--backend", "local", "--max-failures", "5", str(spec))
+    assert result.returncode == 1, result.stdout + result.stderr
+    data = status(tmp_path / "run")
+    assert data["state"] == "failed" and data["reason"].startswith("crash loop:"), data["reason"]
+    assert [a["outcome"] for a in data["attempts"]] == ["failed", "failed"]
+    assert data["failures_left"] == 3  # stopped before the budget was spent
+    explained = ftslurm("explain", str(tmp_path / "run"), "--json", check=True)
+    assert json.loads(explained.stdout)["signature"] == "exit 1"
+
+
+def test_a_different_failure_each_time_is_no_crash_loop(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "fail-varying")
+    result = ftslurm("submit", "--backend", "local", "--max-failures", "5", str(spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = status(tmp_path / "run")
+    assert data["state"] == "finished"
+    assert [(a["outcome"], a["exit_code"]) for a in data["attempts"]] == [
+        ("failed", 11), ("failed", 12), ("failed", 13), ("finished", 0)]
 
 
 def test_max_failures_stops_the_run(tmp_path: Path) -> None:
@@ -168,7 +191,7 @@ def test_watch_killed_at_random_points_never_duplicates(tmp_path: Path, seed: in
     """kill -9 the watch loop at random moments (python start-up, polling, submitting) and
     start it again: every attempt is submitted exactly once and the run finishes."""
     rng = random.Random(seed)
-    spec = write_spec(tmp_path, "fail-twice")
+    spec = write_spec(tmp_path, "fail-twice", stop_on_repeated_failure="false")
     ftslurm("submit", "--backend", "local", "--dry-run", str(spec), check=True)
     run_dir = tmp_path / "run"
     submit = [sys.executable, "-m", "ftslurm.cli", "submit", "--backend", "local", str(spec)]

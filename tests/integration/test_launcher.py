@@ -138,7 +138,9 @@ def test_learned_timeouts_are_kept_in_the_run_dir(tmp_path: Path) -> None:
     assert learned["subsequent"] == saved["subsequent"] and learned["initial"] == saved["initial"]
 
     env["FTSLURM_ATTEMPT"] = "2"
-    second = launch(tmp_path, workload=("--state", str(state)), env=env, status_file=False)
+    # No floor: this checks that the learned timeouts themselves are the ones in force.
+    second = launch(tmp_path, "--ft-min-learned-timeout", "null", workload=("--state", str(state)),
+                    env=env, status_file=False)
     assert second.returncode == exit_codes.OK, second.stderr
     assert "using learned heartbeat timeouts" in second.stderr
     [status_file] = (run_dir / "launcher_status").glob("attempt-2.*.json")

@@ -69,8 +69,9 @@ def _events(tmp_path: Path, kind: str) -> list[dict]:
 
 def test_heartbeats_reach_the_monitor_and_learned_timeouts_are_reloaded(tmp_path: Path) -> None:
     exp_dir = tmp_path / "exp"
-    # A big safety factor: the learned timeouts must not trip on a busy machine.
-    options = ("--max-restarts=0", "--ft-safety-factor=200")
+    # A big safety factor: the learned timeouts must not trip on a busy machine. No floor: the
+    # test compares the timeouts in force with the learned ones.
+    options = ("--max-restarts=0", "--ft-safety-factor=200", "--ft-min-learned-timeout=null")
     workload = ("--exp-dir", str(exp_dir), "--calculate-timeouts", "--val-batches", "2")
     first = _launch(tmp_path, *options, workload=workload)
     assert first.returncode == exit_codes.OK, first.stderr[-3000:]

@@ -40,7 +40,8 @@ def write_spec(tmp_path: Path, mode: str, *, time_limit: str = "5:00", warning: 
 
 @pytest.mark.parametrize("watch", [False, True], ids=["self-chaining", "watch-loop"])
 def test_fails_twice_then_finishes(tmp_path: Path, watch: bool) -> None:
-    spec = write_spec(tmp_path, "fail-twice")
+    # the same failure twice would be a crash loop: this test is about the failure budget
+    spec = write_spec(tmp_path, "fail-twice", extra="autoresume: {stop_on_repeated_failure: false}")
     run_dir = submit(spec, "--max-failures", "3", *(["--watch"] if watch else []))
     data = run_ended(run_dir)
     assert data["state"] == "finished"
@@ -134,8 +135,11 @@ def test_node_down_under_a_running_attempt(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_time_limit(tmp_path: Path) -> None:
-    """time: 2 min; the workload ignores the stop, so SLURM's time limit ends attempt 1."""
-    run_dir = submit(write_spec(tmp_path, "hold", time_limit="2", warning=90))
+    """time: 3 min; the workload ignores the stop, so SLURM's time limit ends attempt 1.
+
+    The warning comes 60-120 s in (SLURM may send it up to a minute early): with 2 min and a
+    90 s warning it once came 1 s in, before the workload ignored SIGTERM."""
+    run_dir = submit(write_spec(tmp_path, "hold", time_limit="3", warning=60))
     data = run_ended(run_dir)
     assert data["state"] == "finished"
     assert [(a["outcome"], a["counted_failure"]) for a in ran(data)] == [

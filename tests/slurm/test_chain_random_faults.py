@@ -94,7 +94,8 @@ def write_spec(trial: Trial) -> Path:
         f"command: [{WORKLOAD}]",
         f"env: {{TRIAL_DIR: {folder}}}",
         'setup: [\'test ! -e "$TRIAL_DIR/setup-fail.$FTSLURM_ATTEMPT"\']',
-        "autoresume: {max_failures: 20}",
+        # liveness under faults, not the crash-loop rule: the same fault may strike twice
+        "autoresume: {max_failures: 20, stop_on_repeated_failure: false}",
         "fault_tolerance: {initial_rank_heartbeat_timeout: 60, rank_heartbeat_timeout: 3}",
     ]) + "\n")
     return spec

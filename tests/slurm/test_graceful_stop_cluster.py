@@ -53,7 +53,8 @@ def attempt_log(run_dir: Path, attempt: int) -> str:
 
 
 def stopped_step(run_dir: Path, attempt: int) -> int | None:
-    found = re.search(r"stopped by \S+ at step (\d+); checkpoint saved",
+    # "stopped by SIGTERM at step N", or "stopped by a peer ..." on a rank the signal missed
+    found = re.search(r"stopped by (?:a peer|\S+) at step (\d+); checkpoint saved",
                       attempt_log(run_dir, attempt))
     return int(found.group(1)) if found else None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,6 +29,8 @@ class FakeScheduler:
         self.job_states: dict[str, JobState] = {}
         self.cancelled: list[str] = []
         self.excluded: dict[str, list[str]] = {}
+        #: node -> the scheduler's state and reason, for nodes it reports unusable
+        self.down: dict[str, str] = {}
         self.queries = 0
 
     def submit(self, request: AttemptRequest) -> str:
@@ -47,6 +49,9 @@ class FakeScheduler:
 
     def find(self, tag: str) -> list[str]:
         return [j for j, r in self.jobs.items() if r.tag == tag]
+
+    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+        return {node: self.down[node] for node in nodes if node in self.down}
 
     def exclude_nodes(self, job_id: str, nodes: list[str]) -> None:
         self.excluded[job_id] = list(nodes)
@@ -161,7 +166,8 @@ def test_predecessor_killed_hard_is_recorded_from_the_scheduler(run) -> None:
     state = ledger.state()
     first = state.attempt(1)
     assert first.outcome is Outcome.NODE_FAIL and first.blamed_nodes == ("n2",)
-    assert first.counted_failure  # node_fail without progress counts
+    # a node failure is the node's fault, never the workload's: it does not count (issue 12)
+    assert not first.counted_failure and first.node_failures == 1
     assert sched.excluded == {"102": ["n2"]}  # queued before the blame: updated
     assert sched.jobs["103"].exclude_nodes == ("n2",)  # queued after it
 
@@ -184,7 +190,7 @@ def test_fatal_exit_stops_at_once(run) -> None:
     assert sched.cancelled == ["101", "102"]
 
 
-def test_launcher_crash_event_blames_node_and_excludes_it(run) -> None:
+def test_an_application_crash_blames_no_node(run) -> None:
     run_dir, _, ledger, sched = run
     hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
     status_dir = run_dir / "launcher_status"
@@ -193,8 +199,26 @@ def test_launcher_crash_event_blames_node_and_excludes_it(run) -> None:
         {"events": [{"kind": "crash", "node": "n1", "rank": 0}]}))
     (status_dir / "attempt-1.n9.json").write_text("{not json")  # skipped, never fatal
     hooks.chain_end(ctx(run_dir, 1, "100"), 1, scheduler=sched)
-    assert ledger.state().blamed_nodes == ("n1",)
-    assert sched.excluded == {"101": ["n1"], "102": ["n1"]}
+    # a Python exception is the workload's fault: the node stays in use (issue 12)
+    assert ledger.state().blamed_nodes == ()
+    assert sched.excluded == {}
+
+
+def test_a_successor_allocated_on_a_blamed_node_does_not_train(run) -> None:
+    run_dir, _, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100"), scheduler=sched)
+    # attempt 1's node failed; its job ended with it, before its end hook could run
+    ledger.record_end(1, outcome=Outcome.NODE_FAIL, job_id="100", source="scheduler",
+                      reason="NODE_FAIL", blamed_nodes=("n1",), progress=0)
+    # attempt 2 was queued before the blame and SLURM put it on n1 again
+    assert hooks.chain_start(ctx(run_dir, 2, "101"), scheduler=sched) == hooks.SKIP_LAUNCH
+    state = ledger.state()
+    two = state.attempt(2)
+    assert two is not None and two.outcome is Outcome.STOPPED and "n1" in (two.reason or "")
+    assert not two.counted_failure
+    # the attempt queued behind it is kept off n1 and runs instead
+    assert sched.excluded.get("102") == ["n1"]
+    assert any(a.number > 2 and a.in_flight for a in state.attempts)
 
 
 def test_provisional_end_with_nothing_queued_queues_a_successor(run) -> None:

@@ -121,6 +121,8 @@ BOUNDARY_SPECS = [
     *(f"autoresume: {{max_failures: {v}}}\n" for v in (-1, 0, 1, 2)),
     *(f"autoresume: {{max_attempts: {v}}}\n" for v in (0, 1, 100)),
     *(f"autoresume: {{do_not_retry_exit_code: {v}}}\n" for v in (0, 1, 93, 255, 256)),
+    *(f"autoresume: {{max_node_failures: {v}}}\n" for v in (-1, 0, 1, 2, "null")),
+    *(f"autoresume: {{stop_on_repeated_failure: {v}}}\n" for v in ("true", "false", "null", 1)),
     *(f"nodes: {v}\n" for v in (0, 1, 2)),
     *(f"nproc_per_node: {v}\n" for v in (0, 1, 8)),
     *(f"signals: {{warning_time: {v}}}\n" for v in (0, 1, 90, 3599, 3600, 65535, 65536)),

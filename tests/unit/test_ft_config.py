@@ -93,3 +93,26 @@ def test_bad_ft_option_exits_2_before_starting_anything(capsys: pytest.CaptureFi
 
     assert main(["--standalone", "--ft-safety-factor", "0.1", "train.py"]) == 2
     assert "safety_factor" in capsys.readouterr().err
+
+
+def test_the_floor_of_learned_timeouts_from_yaml_cli_and_defaults(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTSLURM_FT_CONFIG", raising=False)
+    assert FaultToleranceConfig().min_learned_timeout == 300.0
+    path = tmp_path / "ft.yaml"
+    path.write_text("fault_tolerance:\n  min_learned_timeout: 60\n")
+    assert FaultToleranceConfig.from_yaml_file(path).min_learned_timeout == 60.0
+    assert resolve_ft_config(_args("--ft-cfg-path", str(path))).min_learned_timeout == 60.0
+    config = resolve_ft_config(_args("--ft-cfg-path", str(path), "--ft-min-learned-timeout", "7"))
+    assert config.min_learned_timeout == 7.0  # CLI over YAML
+    assert resolve_ft_config(_args("--ft-min-learned-timeout", "null")).min_learned_timeout is None
+    path.write_text("fault_tolerance:\n  min_learned_timeout: null\n")
+    assert FaultToleranceConfig.from_yaml_file(path).min_learned_timeout is None
+    assert FaultToleranceConfig().merged({"min_learned_timeout": "0"}).min_learned_timeout == 0.0
+    assert FaultToleranceConfig().to_dict()["min_learned_timeout"] == 300.0
+
+
+@pytest.mark.parametrize("value", ["-1", -5, "abc", "inf", "nan", True, [1]])
+def test_a_bad_floor_is_a_usage_error_naming_it(value: object) -> None:
+    with pytest.raises(UsageError, match="min_learned_timeout"):
+        FaultToleranceConfig().merged({"min_learned_timeout": value})

@@ -12,8 +12,12 @@ import filelock
 import pytest
 
 from ftslurm.fault_tolerance import timeouts
+from ftslurm.fault_tolerance.config import FaultToleranceConfig
+from ftslurm.fault_tolerance.launcher import resolve_timeouts
+from ftslurm.fault_tolerance.status import TimeoutSource
 from ftslurm.fault_tolerance.timeouts import (
     HeartbeatTimeouts,
+    apply_floor,
     compute_timeouts,
     learned_path,
     load_learned,
@@ -85,3 +89,25 @@ def test_a_writer_needs_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         save_learned(tmp_path, HeartbeatTimeouts(4.0, 2.0), source="n1")
     assert load_learned(tmp_path) is None
 
+
+
+def test_the_floor_raises_learned_timeouts_and_keeps_no_timeout() -> None:
+    assert apply_floor(HeartbeatTimeouts(1.0, 400.0), 300.0) == HeartbeatTimeouts(300.0, 400.0)
+    assert apply_floor(HeartbeatTimeouts(None, 2.0), 300.0) == HeartbeatTimeouts(None, 300.0)
+    assert apply_floor(HeartbeatTimeouts(1.0, 2.0), None) == HeartbeatTimeouts(1.0, 2.0)
+
+
+def test_learned_timeouts_from_the_run_dir_are_floored_configured_ones_never(
+        tmp_path: Path) -> None:
+    small = FaultToleranceConfig(initial_rank_heartbeat_timeout=2.0, rank_heartbeat_timeout=1.0,
+                                 min_learned_timeout=60.0)
+    # Nothing learned: the configured timeouts, however small, as written.
+    assert resolve_timeouts(small, tmp_path) == (HeartbeatTimeouts(2.0, 1.0),
+                                                 TimeoutSource.WRITTEN)
+    assert resolve_timeouts(small, None) == (HeartbeatTimeouts(2.0, 1.0), TimeoutSource.WRITTEN)
+    save_learned(tmp_path, HeartbeatTimeouts(3.0, 120.0), source="n1")
+    assert resolve_timeouts(small, tmp_path) == (HeartbeatTimeouts(60.0, 120.0),
+                                                 TimeoutSource.LEARNED)
+    no_floor = FaultToleranceConfig(min_learned_timeout=None)
+    assert resolve_timeouts(no_floor, tmp_path)[0] == HeartbeatTimeouts(3.0, 120.0)
+    assert load_learned(tmp_path) == HeartbeatTimeouts(3.0, 120.0)  # the file is untouched

@@ -95,6 +95,65 @@ def test_attempt_life(ledger: Ledger) -> None:
     assert state.attempts[0].counted_failure and not state.attempts[0].progressed
 
 
+def test_failure_signature_is_stored_and_optional(ledger: Ledger) -> None:
+    ledger.reserve(1)
+    ledger.record_start(1, "41")
+    view, _ = ledger.record_end(1, outcome=Outcome.FAILED, reason="exit 7", exit_code=7,
+                                signature="exit 7")
+    assert view.signature == "exit 7"
+    ledger.reserve(2)
+    ledger.record_start(2, "42")
+    view, _ = ledger.record_end(2, outcome=Outcome.FAILED, reason="exit 1", exit_code=1)
+    assert view.signature is None
+    ended = [r for r in json.loads(ledger.path.read_text())["records"] if r["type"] == "ended"]
+    assert ended[0]["signature"] == "exit 7"
+    assert "signature" not in ended[1]  # written only when known: older readers see no change
+
+
+def test_a_ledger_written_before_signatures_loads(tmp_path: Path) -> None:
+    """An `ended` record without `signature` (every ledger written before it existed) reads as
+    None, and such attempts never make a crash loop."""
+    records = []
+    for number in (1, 2):
+        records += [
+            {"type": "intent", "at": 1.0, "attempt": number, "tag": f"old.{number}"},
+            {"type": "submitted", "at": 2.0, "attempt": number, "job_id": str(40 + number)},
+            {"type": "started", "at": 3.0, "attempt": number, "job_id": str(40 + number),
+             "nodes": ["n1"], "requeue_count": 0, "progress": 5},
+            {"type": "ended", "at": 4.0, "attempt": number, "job_id": str(40 + number),
+             "outcome": "failed", "reason": "exit code 7", "exit_code": 7, "signal": None,
+             "scheduler_state": "FAILED", "progress": 5, "blamed_nodes": [],
+             "source": "sacct", "provisional": False},
+        ]
+    RunDir(tmp_path).ledger.write_text(json.dumps({
+        "format": "ftslurm.ledger", "version": 2, "run_id": "old", "spec_fingerprint": "fp",
+        "created_at": 0.0, "settings": {"max_failures": 3, "max_attempts": 100,
+                                        "do_not_retry_exit_code": 93, "max_excluded_nodes": 2},
+        "records": records}))
+    state = Ledger.open(tmp_path).state()
+    assert [a.signature for a in state.attempts] == [None, None]
+    assert [a.repeats_attempt for a in state.attempts] == [None, None]
+    assert state.consecutive_failures == 2 and state.node_failures == 0
+
+
+def test_a_bad_signature_is_named(ledger: Ledger) -> None:
+    ledger.reserve(1)
+    ledger.record_end(1, outcome=Outcome.FAILED, reason="x", signature="exit 7")
+    doc = json.loads(ledger.path.read_text())
+    doc["records"][-1]["signature"] = 7
+    ledger.path.write_text(json.dumps(doc))
+    with pytest.raises(LedgerError, match=r"record #1 \(ended\) is malformed: signature"):
+        ledger.state()
+
+
+def test_a_requeue_clears_the_signature(ledger: Ledger) -> None:
+    ledger.reserve(1)
+    ledger.record_start(1, "7")
+    ledger.record_end(1, outcome=Outcome.PREEMPTED, reason="requeued", signature="SIGTERM")
+    view = ledger.record_start(1, "7", requeue_count=1)
+    assert view.signature is None and view.outcome is None
+
+
 def test_reserve_is_idempotent_and_ordered(ledger: Ledger) -> None:
     first, created = ledger.reserve(1)
     again, created_again = ledger.reserve(1)

@@ -20,6 +20,7 @@ from ftslurm.slurm.parse import (
     parse_sacct,
     parse_sbatch_parsable,
     parse_scontrol_show_job,
+    parse_scontrol_show_node,
     parse_state,
     parse_timestamp,
     record_from_scontrol,
@@ -281,3 +282,19 @@ def test_recorded_placeholder_record_is_flagged() -> None:
     records = parse_sacct(fixture("rec_sacct_placeholder.txt"))
     assert [r.is_placeholder for r in records] == [True, False, False]
     assert not any(r.is_placeholder for r in parse_sacct(fixture("rec_sacct_D.txt")))
+
+
+def test_scontrol_show_node_states_and_reasons() -> None:
+    text = (
+        "NodeName=n1 Arch=x86_64 CoresPerSocket=1 CPUAlloc=2 State=MIXED ThreadsPerCore=1 "
+        "Partitions=batch,urgent\n"
+        "NodeName=n2 Arch=x86_64 State=DOWN* ThreadsPerCore=1 Partitions=batch,urgent "
+        "Reason=slurmd killed by test [root@2026-11-28T21:10:03]\n"
+        "NodeName=n3 State=IDLE+DRAIN Reason=bad gpu [root@2026-11-28T21:10:03]\n"
+        "NodeName=n4 State=ALLOCATED+DRAIN\n"
+    )
+    nodes = {node.name: node for node in parse_scontrol_show_node(text)}
+    assert nodes["n1"].state == "MIXED" and not nodes["n1"].unusable
+    assert nodes["n2"].reason == "slurmd killed by test [root@2026-11-28T21:10:03]"
+    assert [n for n, node in nodes.items() if node.unusable] == ["n2", "n3", "n4"]
+    assert parse_scontrol_show_node("") == []

@@ -41,6 +41,8 @@ def test_minimal_spec_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert spec.autoresume.flag_file == spec.run_dir / "finished.flag"
     assert spec.autoresume.max_failures == 3
     assert spec.autoresume.do_not_retry_exit_code == 93
+    assert spec.autoresume.max_node_failures is None
+    assert spec.autoresume.stop_on_repeated_failure is True
     assert spec.signals.sbatch_signal == "B:USR1@300"
     assert spec.fault_tolerance["initial_rank_heartbeat_timeout"] == 3600
     assert spec.fault_tolerance["rank_heartbeat_timeout"] == 2700
@@ -117,6 +119,15 @@ def test_every_error_is_reported_at_once_with_file_line_and_key(tmp_path: Path) 
      "job.yaml:3: autoresume.flag_file: /proc/done.flag is not in a writable place"),
     ("autoresume: {do_not_retry_exit_code: 300}",
      "job.yaml:3: autoresume.do_not_retry_exit_code: expected an integer >= 1 and <= 255"),
+    ("autoresume: {max_node_failures: 0}",
+     "job.yaml:3: autoresume.max_node_failures: expected an integer >= 1, got 0"),
+    ("autoresume: {max_node_failures: two}",
+     "job.yaml:3: autoresume.max_node_failures: expected an integer >= 1, got the string"),
+    ("autoresume: {stop_on_repeated_failure: 'no'}",
+     "job.yaml:3: autoresume.stop_on_repeated_failure: expected true or false"),
+    ("autoresume: {stop_on_repeated_failures: false}",
+     'job.yaml:3: autoresume.stop_on_repeated_failures: unknown key (did you mean '
+     '"stop_on_repeated_failure"?)'),
     ("signals: {warning_signal: SIGKILL}", "job.yaml:3: signals.warning_signal: SIGKILL cannot"),
     ("time: '5'\nsignals: {warning_time: 300}",
      "job.yaml:4: signals.warning_time: 300 s is not shorter than the job's time limit"),
@@ -169,6 +180,23 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("text", "node_failures", "repeated"), [
+    ("{max_node_failures: 1}", 1, True),
+    ("{max_node_failures: 4, stop_on_repeated_failure: false}", 4, False),
+    ("{max_node_failures: null, stop_on_repeated_failure: true}", None, True),
+])
+def test_node_failure_and_crash_loop_keys(tmp_path: Path, text: str, node_failures: int | None,
+                                          repeated: bool) -> None:
+    from ftslurm.chain.policy import ChainConfig
+
+    spec = load_spec(write(tmp_path, f"name: a\ncommand: t.py\nautoresume: {text}\n"))
+    assert spec.autoresume.max_node_failures == node_failures
+    assert spec.autoresume.stop_on_repeated_failure is repeated
+    config = ChainConfig.from_autoresume(spec.autoresume)  # the chain takes the same values
+    assert (config.max_node_failures, config.stop_on_repeated_failure) == (node_failures,
+                                                                            repeated)
 
 
 def test_max_failures_override(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 
 Every rank joins a gloo process group, then loops: all_reduce, heartbeat. Faults are injected by
 command-line options, each only in the chosen rank and restart (TORCHELASTIC_RESTART_COUNT):
-a hang in the loop (no more heartbeats), a hang before `init_workload_monitoring`, a crash, or an
-exit with a given code. Every rank appends `<rank> <restart>` to `<out>/started` and, on success,
-to `<out>/finished`.
+a hang in the loop (no more heartbeats), a hang before `init_workload_monitoring`, a crash, a
+`ValueError("boom")`, or an exit with a given code. Every rank appends `<rank> <restart>` to
+`<out>/started` and, on success, to `<out>/finished`, and says which rank it is on its stdout and
+its stderr (`--say`). `--request-timeouts` asks the launcher for heartbeat timeouts as a restored
+checkpoint would (`load_state_dict`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def main() -> int:
                         "stops heartbeating mid-loop")
     parser.add_argument("--hang-before-init", help="rank:restart that hangs before init")
     parser.add_argument("--crash", help="rank:restart that raises an exception mid-loop")
+    parser.add_argument("--boom", help="rank:restart that raises ValueError('boom') mid-loop")
+    parser.add_argument("--say", action="store_true",
+                        help="print this rank's own line to stdout and to stderr")
+    parser.add_argument("--request-timeouts", metavar="INITIAL:SUBSEQUENT",
+                        help="ask the launcher for these heartbeat timeouts (seconds) at init")
     parser.add_argument("--exit-code", help="rank:restart:code that exits with code mid-loop")
     parser.add_argument("--learn", action="store_true", help="calculate_and_set_hb_timeouts")
     parser.add_argument("--state", type=Path, help="client state_dict file to load/save")
@@ -95,6 +102,12 @@ def main() -> int:
         hang_before_monitoring()
     client = _NoClient() if args.no_ft else RankMonitorClient()
     client.init_workload_monitoring()
+    if args.say:
+        print(f"hello from rank {RANK} restart {RESTART} on stdout", flush=True)
+        print(f"hello from rank {RANK} restart {RESTART} on stderr", file=sys.stderr, flush=True)
+    if args.request_timeouts:
+        initial, subsequent = (float(value) for value in args.request_timeouts.split(":"))
+        client.load_state_dict({"hb_timeouts": {"initial": initial, "subsequent": subsequent}})
     if args.state is not None and args.state.exists():
         client.load_state_dict(json.loads(args.state.read_text()))
         note(args.out, "loaded", " " + json.dumps(client.state_dict()))
@@ -113,6 +126,8 @@ def main() -> int:
                 hang_forever_in_here()
             if wanted(args.crash):
                 raise RuntimeError("injected crash")
+            if wanted(args.boom):
+                raise ValueError("boom")
             if args.exit_code and wanted(args.exit_code.rsplit(":", 1)[0]):
                 code = int(args.exit_code.rsplit(":", 1)[1])
                 if code == exit_codes.DO_NOT_RETRY:
@@ -130,4 +145,13 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except Exception:
+        # Python's own report of the uncaught exception and its exit code 1, leaving through
+        # os._exit: the interpreter's finalization with a live gloo group can abort the exit
+        # ("terminate called without an active exception", SIGABRT) instead.
+        sys.excepthook(*sys.exc_info())
+        sys.stderr.flush()
+        os._exit(1)
+    sys.exit(code)

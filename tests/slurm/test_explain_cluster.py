@@ -1,0 +1,71 @@
+"""Issue 12 on the real dev cluster: `ftslurm explain` names the rank that failed first, its node
+and its error; its peers are victims; no node is blamed; the same crash twice is a crash loop."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.slurm.chain_util import ftslurm, no_jobs_left, ran, run_ended, submit
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[2]
+WORKLOAD = REPO / "tests" / "integration" / "workloads" / "ft_workload.py"
+
+
+def write_spec(tmp_path: Path, fault: str) -> Path:
+    """2 nodes x 2 ranks of the ft workload; `fault` is its fault option, e.g. `--boom, 3:0`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    path = tmp_path / "job.yaml"
+    path.write_text("\n".join([
+        "name: explain",
+        "nodes: 2",
+        "nproc_per_node: 2",
+        'time: "5:00"',
+        "launcher: ft",
+        "max_restarts: 0",
+        f"python: {sys.executable}",
+        f"run_dir: {tmp_path / 'run'}",
+        f"command: [{WORKLOAD}, --out, {out}, --steps, '400', --step-time, '0.05', {fault}]",
+        "env: {OMP_NUM_THREADS: '1'}",
+        "signals: {warning_time: 90, stop_grace: 30}",
+        "autoresume: {max_failures: 5}",
+    ]) + "\n")
+    return path
+
+
+def explain(run_dir: Path, attempt: int) -> dict:
+    result = ftslurm("explain", str(run_dir), "--attempt", str(attempt), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_rank_that_raised_is_the_culprit_and_the_same_crash_twice_stops(
+        tmp_path: Path) -> None:
+    # rank 3 (node n2, local rank 1) raises ValueError("boom") in every attempt
+    run_dir = submit(write_spec(tmp_path, "--boom, '3:0'"))
+    data = run_ended(run_dir)
+    assert no_jobs_left(run_dir)
+
+    record = explain(run_dir, 1)
+    culprit = record["culprit"]
+    assert (culprit["rank"], culprit["error"]["line"]) == (3, "ValueError: boom"), culprit
+    node = culprit["node"]
+    assert node in ("n1", "n2")
+    assert sorted(v["rank"] for v in record["victims"]) == [0, 1, 2], record["victims"]
+    assert record["node_evidence"] == [] and record["signature"] == "ValueError: boom"
+    story = ftslurm("explain", str(run_dir), "--attempt", "1").stdout
+    assert f"rank 3 @ {node}" in story and "ValueError: boom" in story
+
+    # an application error blames no node; the same crash twice without progress stops the run
+    attempts = ran(data)
+    assert all(a["blamed_nodes"] == [] for a in attempts) and data["excluded_nodes"] == []
+    assert [a["outcome"] for a in attempts] == ["failed", "failed"]
+    assert data["state"] == "failed" and data["reason"].startswith("crash loop:"), data["reason"]
+    assert data["failures_left"] == 3
+    assert attempts[0]["cause"] == f"rank 3 @ {node}: ValueError: boom"
