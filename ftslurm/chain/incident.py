@@ -259,11 +259,20 @@ def _from_event(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pick_culprit(failures: Sequence[dict[str, Any]],
-                  errors: Sequence[tracebacks.ErrorLine | None]) -> int:
+                  errors: Sequence[tracebacks.ErrorLine | None],
+                  stacks: Mapping[str, str] | None = None) -> int:
     """The culprit among failed rank ends (sorted by time, `errors` in the same order): among
-    the failures within TIE_WINDOW_S of the first, a rank whose error is not a connection error,
-    else one without a traceback (killed, or exited without one), else the first."""
+    the failures within TIE_WINDOW_S of the first, a hung rank whose stack is not waiting in
+    torch.distributed (its peers hang in the collective it never joined), else a rank whose
+    error is not a connection error, else one without a traceback (killed, or exited without
+    one), else the first; a hung rank waiting in a collective comes last."""
+    stacks = stacks or {}
+
     def suspicion(index: int) -> tuple[int, int]:
+        end = failures[index]
+        stack = stacks.get(str(end.get("rank")))
+        if end.get("cause") == RankEndCause.HANG_STOPPED and stack is not None:
+            return (3 if tracebacks.waits_in_collective(stack) else -1), index
         error = errors[index]
         if error is None:
             return 1, index
@@ -489,10 +498,21 @@ def build_incident(
     elif failures:
         errors = [outputs.error(end) if index < MAX_VICTIM_ERRORS or _in_window(failures, end)
                   else None for index, end in enumerate(failures)]
-        chosen = _pick_culprit(failures, errors)
+        dumped: dict[str, str] = {}
+        for launcher in launchers:
+            for event in launcher.last_round_events([EventKind.HANG]):
+                if isinstance(event.get("stacks"), dict):
+                    dumped.update({str(k): str(v) for k, v in event["stacks"].items()})
+        chosen = _pick_culprit(failures, errors, dumped)
         culprit = _culprit_entry(failures[chosen], basis, errors[chosen], outputs)
         victims = [_victim_entry(end, errors[index]) for index, end in enumerate(failures)
                    if index != chosen]
+        # Ranks their launcher stopped after the culprit failed are its victims too.
+        first = _number(failures[chosen].get("time")) or 0.0
+        victims += [_victim_entry(end, None) for end in ends
+                    if end.get("cause") == RankEndCause.STOPPED_BY_LAUNCHER
+                    and (_number(end.get("time")) or 0.0) >= first]
+        victims.sort(key=lambda victim: _number(victim.get("time")) or 0.0)
     elif not clean and _ended_failed(view, scheduler):
         culprit = _scheduler_culprit(scheduler, job, view, log,
                                      node=job_nodes[0] if len(job_nodes) == 1 else None)
@@ -535,8 +555,9 @@ def read_incident(run_dir: str | os.PathLike[str], attempt: int) -> dict[str, An
 def _hang_nodes(record: Mapping[str, Any] | None) -> set[str]:
     if not record:
         return set()
-    nodes = {str(end.get("node")) for end in record.get("ranks") or []
-             if isinstance(end, dict) and end.get("cause") == RankEndCause.HANG_STOPPED}
+    # The culprit's hang only: when one rank hangs, its peers stop heartbeating too (they wait
+    # in the collective it never joined), and their nodes are not to blame.
+    nodes: set[str] = set()
     hang = record.get("hang")
     if isinstance(hang, dict) and hang.get("node"):
         nodes.add(str(hang["node"]))

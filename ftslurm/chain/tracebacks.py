@@ -198,6 +198,19 @@ def first_cause(tracebacks: Iterable[Traceback]) -> Traceback | None:
     return next((tb for tb in ranked if not is_connection_error(tb.error)), ranked[0])
 
 
+def waits_in_collective(stack: str) -> bool:
+    """Whether a faulthandler stack dump shows its current thread blocked inside
+    torch.distributed (a collective, a barrier, a store wait): the rank waits for a peer. A hung
+    rank that is anywhere else (data loading, a deadlock in user code) is the one others wait on.
+    """
+    lines = stack.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Current thread")), -1)
+    for line in lines[start + 1:]:
+        if line.strip().startswith('File "'):
+            return "torch/distributed/" in line
+    return False
+
+
 def tail(text: str, lines: int = 20) -> list[str]:
     """The last `lines` lines of `text` that hold something, trailing blank lines dropped."""
     kept = text.rstrip().splitlines()
@@ -215,4 +228,5 @@ __all__ = [
     "last_error",
     "split_prefix",
     "tail",
+    "waits_in_collective",
 ]

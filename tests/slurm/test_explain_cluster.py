@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "tests" / "integration" / "workloads" / "ft_workload.py"
 
 
-def write_spec(tmp_path: Path, fault: str) -> Path:
+def write_spec(tmp_path: Path, fault: str, extra: str = "") -> Path:
     """2 nodes x 2 ranks of the ft workload; `fault` is its fault option, e.g. `--boom, 3:0`."""
     out = tmp_path / "out"
     out.mkdir()
@@ -35,6 +35,7 @@ def write_spec(tmp_path: Path, fault: str) -> Path:
         "env: {OMP_NUM_THREADS: '1'}",
         "signals: {warning_time: 90, stop_grace: 30}",
         "autoresume: {max_failures: 5}",
+        extra,
     ]) + "\n")
     return path
 
@@ -69,3 +70,31 @@ def test_the_rank_that_raised_is_the_culprit_and_the_same_crash_twice_stops(
     assert data["state"] == "failed" and data["reason"].startswith("crash loop:"), data["reason"]
     assert data["failures_left"] == 3
     assert attempts[0]["cause"] == f"rank 3 @ {node}: ValueError: boom"
+
+
+def test_a_hung_rank_is_named_with_the_stacks_of_its_nodes_ranks(tmp_path: Path) -> None:
+    # rank 3 stops heartbeating (blocked, like a rank stuck in a collective) in every attempt
+    run_dir = submit(write_spec(tmp_path, "--hang, '3:0'", extra=(
+        "fault_tolerance: {initial_rank_heartbeat_timeout: 120, rank_heartbeat_timeout: 3}")))
+    data = run_ended(run_dir)
+    assert no_jobs_left(run_dir)
+
+    first, second = explain(run_dir, 1), explain(run_dir, 2)
+    hang = first["hang"]
+    # Its peers stop heartbeating too (they wait in the all_reduce rank 3 never joins): the
+    # culprit is the hung rank that is not waiting in a collective.
+    assert hang is not None and hang["rank"] == 3, first
+    assert hang["timeout"] == 3 and hang["timeout_source"] == "written"
+    # every rank of the hung rank's node dumped its stacks: who waits on whom
+    node_ranks = {str(r["rank"]) for r in first["ranks"] if r["node"] == hang["node"]}
+    assert node_ranks <= set(hang["stacks"]) and "3" in node_ranks, sorted(hang["stacks"])
+    assert "hang_forever_in_here" in hang["stacks"]["3"]
+    assert all("all_reduce" in text for rank, text in hang["stacks"].items() if rank != "3")
+    assert first["culprit"]["rank"] == 3 and first["signature"] == "hang"
+    # one hang blames no node; the same hang on the same node in the next attempt does, and the
+    # same hang twice without progress is a crash loop
+    attempts = ran(data)
+    assert attempts[0]["blamed_nodes"] == []
+    same_node = second["hang"]["node"] == hang["node"]
+    assert attempts[1]["blamed_nodes"] == ([hang["node"]] if same_node else [])
+    assert data["state"] == "failed" and data["reason"].startswith("crash loop:"), data["reason"]

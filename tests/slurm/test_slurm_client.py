@@ -73,7 +73,9 @@ def test_two_node_job_exiting_3_is_failed_with_code_3_on_both_nodes(
 
     def finished() -> JobSummary | None:
         summary = summary_of(client, job.job_id)
-        done = summary and summary.state in TERMINAL and summary.allocation.end is not None
+        # sacct may list the allocation as ended while its batch step is still RUNNING
+        done = (summary and summary.state in TERMINAL and summary.allocation.end is not None
+                and all(step.end is not None for step in summary.steps))
         return summary if done else None
 
     summary = wait_for(finished, f"job {job.job_id} to end")

@@ -392,7 +392,8 @@ def test_a_hang_with_stacks(tmp_path: Path) -> None:
 
     culprit = record["culprit"]
     assert (culprit["rank"], culprit["node"], culprit["cause"]) == (1, "n1", "hang_stopped")
-    assert record["victims"] == []  # rank 0 was stopped by its launcher: not a failure
+    # rank 0 did not fail; its launcher stopped it because rank 1 hung: a victim of the culprit
+    assert [(v["rank"], v["cause"]) for v in record["victims"]] == [(0, "stopped_by_launcher")]
     assert record["hang"] == {"rank": 1, "node": "n1", "since": 79.0, "timeout": 120.0,
                               "timeout_source": "learned", "phase": "subsequent",
                               "stacks": stacks}
@@ -563,3 +564,19 @@ def test_the_cause_is_read_again_when_the_record_changes(tmp_path: Path) -> None
     record["culprit"]["tail"] = ["a longer record, so that the file's size changes too"]
     write_incident(tmp_path, record)
     assert incident_cause(tmp_path, 1) == "rank 3 @ n2: exit 1"
+
+
+def test_a_stack_waiting_in_torch_distributed_is_a_waiting_peer() -> None:
+    from ftslurm.chain.tracebacks import waits_in_collective
+
+    peer = ("Current thread 0x00007fd6 (most recent call first):\n"
+            '  File "/v/site-packages/torch/distributed/distributed_c10d.py", line 3252 in '
+            "all_reduce\n"
+            '  File "/w/train.py", line 120 in main\n')
+    stuck = ("Thread 0x1 (most recent call first):\n"
+             '  File "/v/site-packages/torch/distributed/distributed_c10d.py", line 1 in x\n'
+             "Current thread 0x00007fd7 (most recent call first):\n"
+             '  File "/w/loader.py", line 7 in next_batch\n'
+             '  File "/w/train.py", line 118 in main\n')
+    assert waits_in_collective(peer) and not waits_in_collective(stuck)
+    assert not waits_in_collective("")
