@@ -69,6 +69,10 @@ class JobState:
     #: `earlier_states`, oldest first; e.g. ("PREEMPTED",)).
     requeues: int = 0
     earlier_states: tuple[str, ...] = ()
+    #: For a job that ended in a node failure: the nodes the scheduler reports failed, down or
+    #: drained while it ran (`Scheduler.node_problems`): (node, state and reason) pairs; None
+    #: when nobody asked. (Pairs, not a dict: a JobState stays hashable.)
+    node_problems: tuple[tuple[str, str], ...] | None = None
 
     @property
     def is_final(self) -> bool:
@@ -96,9 +100,11 @@ class Scheduler(Protocol):
         """Keep a pending job (a queued successor) off `nodes`; raise when that cannot be done
         (e.g. too few nodes would be left). A backend with one node has nothing to exclude."""
 
-    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+    def node_problems(self, nodes: Sequence[str], *, since: float | None = None,
+                      until: float | None = None) -> dict[str, str]:
         """The nodes among `nodes` that the scheduler reports unusable (down, drained, failed,
-        not responding), each with the scheduler's state and reason: node evidence."""
+        not responding) now, or recorded so between `since` and `until` (epoch s), each with
+        the scheduler's state and reason: node evidence."""
 
 
 __all__ = [

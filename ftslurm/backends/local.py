@@ -185,7 +185,8 @@ class LocalScheduler:
                 found.append(job_dir.name)
         return found
 
-    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+    def node_problems(self, nodes: Sequence[str], *, since: float | None = None,
+                      until: float | None = None) -> dict[str, str]:
         """None: the one local machine is the one running this code."""
         return {}
 

@@ -12,6 +12,7 @@ attempt.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -106,11 +107,27 @@ class SlurmScheduler:
         """Jobs named `tag` (the attempt's tag is its job name)."""
         return self.client.find_jobs(tag, since=self.since)
 
-    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
-        """Nodes `scontrol show node` reports DOWN, DRAIN, FAIL or not responding."""
-        states = self.client.node_states(nodes)
-        return {name: f"{node.state}" + (f" ({node.reason})" if node.reason else "")
-                for name, node in states.items() if node.unusable}
+    def node_problems(self, nodes: Sequence[str], *, since: float | None = None,
+                      until: float | None = None) -> dict[str, str]:
+        """Nodes slurmdbd recorded down, drained or failed between `since` and `until` (epoch
+        s; `sacctmgr show event`), and nodes `scontrol show node` reports unusable now. The
+        events matter: with `ReturnToService=2` a node that failed under a job is often back
+        before anyone asks. Accounting that does not answer leaves only the current states."""
+        problems: dict[str, str] = {}
+        if since is not None:
+            try:
+                events = self.client.node_events(nodes, since, until or time.time())
+            except SlurmCommandError as error:
+                log.warning("no node events from accounting: %s", error)
+                events = []
+            for event in events:
+                when = f" at {event.start:%H:%M:%S}" if event.start is not None else ""
+                why = f" ({event.reason})" if event.reason else ""
+                problems.setdefault(event.node, f"{event.state}{why}{when}")
+        for name, node in self.client.node_states(nodes).items():
+            if node.unusable:
+                problems.setdefault(name, node.state + (f" ({node.reason})" if node.reason else ""))
+        return problems
 
     def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
         """Keep a pending job (a pre-scheduled successor) off `nodes`.

@@ -23,7 +23,13 @@ from ftslurm import exit_codes
 from ftslurm.backends.base import AttemptRequest, JobState, Scheduler
 from ftslurm.backends.local import LocalScheduler
 from ftslurm.backends.slurm import SlurmScheduler
-from ftslurm.chain.incident import build_incident, read_incident, write_incident
+from ftslurm.chain.incident import (
+    NODE_FAIL_STATES,
+    build_incident,
+    decision_entry,
+    read_incident,
+    write_incident,
+)
 from ftslurm.chain.ledger import Ledger, read_progress
 from ftslurm.chain.outcome import FAILURE_OUTCOMES, Action, AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import (
@@ -32,9 +38,11 @@ from ftslurm.chain.policy import (
     blame_from_evidence,
     blame_nodes,
     classify,
+    exclusions,
 )
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings
+from ftslurm.errors import FtslurmError
 from ftslurm.fault_tolerance.status import EventKind
 from ftslurm.rundir import RunDir
 
@@ -174,7 +182,10 @@ def record_outcome(
     if node_evidence is None:
         node_evidence = (incident["node_evidence"] if incident is not None
                          else launcher_node_evidence(settings.run_dir, view.number))
-    blamed = blame_nodes(result.outcome, attempt_nodes=nodes, evidence=node_evidence)
+    down = ([node for node, _ in job.node_problems]
+            if job is not None and job.node_problems is not None else None)
+    blamed = blame_nodes(result.outcome, attempt_nodes=nodes, evidence=node_evidence,
+                         down_nodes=down)
     signature = incident.get("signature") if incident is not None else None
     _, written = ledger.record_end(
         view.number, outcome=result.outcome, reason=result.reason, job_id=view.job_id,
@@ -213,20 +224,16 @@ def _save_incident(settings: ChainSettings, record: Mapping[str, Any]) -> None:
 
 def note_decision(settings: ChainSettings, state: RunState, attempt: int,
                   decision: Decision) -> None:
-    """Add what the chain decided after `attempt` ended to its incident record."""
+    """Add what the chain decided after `attempt` ended to its incident record (once). A
+    decision to go on names the nodes the next attempts are kept off."""
     view = state.attempt(attempt)
     record = read_incident(settings.run_dir, attempt)
     if view is None or record is None or record.get("decision") is not None:
         return
-    try:
-        updated = build_incident(settings.run_dir, attempt, view=view, decision=decision,
-                                 previous=read_incident(settings.run_dir, attempt - 1),
-                                 written_by=record.get("written_by") or "watch")
-    except Exception as error:
-        log.warning("could not add the decision to attempt %d's incident: %r", attempt, error)
-        return
-    updated["scheduler"] = record.get("scheduler")  # keep what the scheduler said at the end
-    _save_incident(settings, updated)
+    if decision.action is not Action.STOP and not decision.exclude_nodes:
+        decision = dataclasses.replace(decision,
+                                       exclude_nodes=exclusions(state, settings.config))
+    _save_incident(settings, {**record, "decision": decision_entry(decision, view)})
 
 
 def _record_requeue(ledger: Ledger, settings: ChainSettings, view: AttemptView, job: JobState,
@@ -252,9 +259,32 @@ def _needs_sync(view: AttemptView, only: Sequence[int] | None) -> bool:
 
 def query_scheduler(scheduler: Scheduler, state: RunState, *,
                     only: Sequence[int] | None = None) -> dict[str, JobState]:
-    """ONE `states()` query for every attempt in flight or ended provisionally (no lock held)."""
+    """ONE `states()` query for every attempt in flight or ended provisionally (no lock held);
+    a job that ended in a node failure also gets the scheduler's word on which of its nodes
+    failed (`with_node_problems`)."""
     ids = [str(a.job_id) for a in state.attempts if _needs_sync(a, only)]
-    return scheduler.states(ids) if ids else {}
+    jobs = scheduler.states(ids) if ids else {}
+    return {job_id: with_node_problems(scheduler, job) for job_id, job in jobs.items()}
+
+
+#: Node events recorded up to this long after a job's end still explain it: the controller may
+#: end the job a moment before it records why the node went down.
+NODE_EVENT_SLACK_S = 60.0
+
+
+def with_node_problems(scheduler: Scheduler, job: JobState) -> JobState:
+    """`job`, with `node_problems` filled in when it ended in a node failure: the scheduler's
+    record of which of its nodes went down, drained or failed while it ran. Node evidence for the
+    blame, asked with no lock held; a scheduler that cannot tell leaves it None (no guess)."""
+    if not (job.is_final and job.state in NODE_FAIL_STATES and job.nodes):
+        return job
+    until = (job.end or time.time()) + NODE_EVENT_SLACK_S
+    try:
+        problems = scheduler.node_problems(job.nodes, since=job.start, until=until)
+    except FtslurmError as error:
+        log.warning("could not ask which node of job %s failed: %s", job.job_id, error)
+        return job
+    return dataclasses.replace(job, node_problems=tuple(sorted(problems.items())))
 
 
 def end_evidence(state: RunState, view: AttemptView, settings: ChainSettings
@@ -414,5 +444,6 @@ __all__ = [
     "stop_run",
     "submit_attempt",
     "sync_with_scheduler",
+    "with_node_problems",
     "withdraw_leftovers",
 ]

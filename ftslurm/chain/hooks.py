@@ -75,6 +75,11 @@ KEEPER_MAX_INTERVAL_S = 30.0
 #: the attempt and the run is not over (else the run would stall): the allocation is held that
 #: long at most, and only in that case.
 END_RETRY_S = 300.0
+#: How many attempts in a row may step aside because they were allocated on a node the chain
+#: excludes; the next one trains there (with a note) rather than let the run loop forever.
+MAX_EXCLUDED_SKIPS = 2
+_NOT_LAUNCHED = "not launched: "
+_EXCLUDED_ALLOCATION = "allocated on "
 T = TypeVar("T")
 
 
@@ -157,7 +162,7 @@ def _attempt_in(state: RunState, ctx: JobContext) -> AttemptView:
 
 def _not_launched(ledger: Ledger, ctx: JobContext, outcome: Outcome, reason: str) -> int:
     ledger.record_end(ctx.attempt, outcome=outcome, job_id=ctx.job_id, source="job",
-                      reason=f"not launched: {reason}", exit_code=0)
+                      reason=f"{_NOT_LAUNCHED}{reason}", exit_code=0)
     print(f"ftslurm: attempt {ctx.attempt} not launched: {reason}", flush=True)
     return SKIP_LAUNCH
 
@@ -179,7 +184,14 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
         busy = ", ".join(f"attempt {a.number} (job {a.job_id})" for a in active)
         return _not_launched(ledger, ctx, Outcome.STOPPED,
                              f"{busy} still active in the scheduler")
+    last = state.last_ended
+    if last is not None and last.number < ctx.attempt and not last.provisional:
+        # Its own end hook may never have run (a lost node): say here what the chain did next.
+        note_decision(settings, state, last.number,
+                      decide(state, settings.config, flag_exists=settings.flag_exists()))
     view = _attempt_in(state, ctx)
+    skip, note = (_excluded_allocation(settings, state, scheduler, ctx, blamed_before)
+                  if settings.mode == "self" else (None, None))
     if view.status is AttemptStatus.RUNNING and ctx.requeue_count > view.requeue_count:
         ledger.record_end(ctx.attempt, outcome=Outcome.PREEMPTED, job_id=ctx.job_id,
                           reason=f"requeued by the scheduler (restart {ctx.requeue_count})",
@@ -187,7 +199,7 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
     if view.status is not AttemptStatus.RUNNING or ctx.requeue_count > view.requeue_count:
         view = ledger.record_start(ctx.attempt, ctx.job_id, nodes=ctx.nodes,
                                    requeue_count=ctx.requeue_count,
-                                   progress=read_progress(ctx.run_dir))
+                                   progress=read_progress(ctx.run_dir), note=note)
         if view.status is AttemptStatus.ENDED:  # withdrawn while we settled the predecessors
             return _not_launched(ledger, ctx, Outcome.CANCELLED,
                                  f"the chain withdrew this job ({view.reason})")
@@ -200,22 +212,60 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
         _tolerant(stop_run, ledger, scheduler, ahead, what="withdraw the queued attempts")
         return code
     if settings.mode == "self":
-        state = ledger.state()
-        excluded = exclusions(state, settings.config)
-        bad = [node for node in ctx.nodes if node in excluded]
-        if bad or set(state.blamed_nodes) - blamed_before:  # a node was blamed before we ran
-            _exclude_on_successors(state, scheduler, excluded)
-        if bad:
+        if skip is not None:
             # Queued before the blame, this job landed on a node the chain now avoids: the next
             # queued attempt (already kept off it) runs instead; this one never trains.
-            code = _not_launched(ledger, ctx, Outcome.STOPPED,
-                                 f"allocated on {', '.join(bad)}, which the chain now excludes")
+            code = _not_launched(ledger, ctx, Outcome.STOPPED, skip)
             _queue_after_end(settings, ledger, scheduler, ctx)
             return code
+        if note:
+            print(f"ftslurm: attempt {ctx.attempt} {note}", flush=True)
         if not ensure_queue(settings, ledger, scheduler, behind=ctx.attempt, job_id=ctx.job_id):
             (keeper or start_queue_keeper)(ctx)
     print(f"ftslurm: attempt {ctx.attempt} (job {ctx.job_id}) starts", flush=True)
     return 0
+
+
+def _excluded_allocation(settings: ChainSettings, state: RunState, scheduler: Scheduler,
+                         ctx: JobContext, blamed_before: set[str]) -> tuple[str | None, str | None]:
+    """Whether this job, allocated on nodes the chain now excludes, steps aside for a successor
+    kept off them: (the reason it does not train, None), or (None, a note saying why it trains
+    there anyway), or (None, None) when its nodes are fine. Also passes a blame that came in
+    since the job was queued on to the queued successors.
+
+    It trains anyway when the exclusion cannot be honoured: the scheduler refuses it for the
+    queued successors (too few nodes would be left), or `MAX_EXCLUDED_SKIPS` attempts in a row
+    already stepped aside (each landed there again). A successor that can never avoid the
+    nodes would otherwise step aside forever, and the run would never train again."""
+    excluded = exclusions(state, settings.config)
+    bad = [node for node in ctx.nodes if node in excluded]
+    honoured = True
+    if bad or set(state.blamed_nodes) - blamed_before:  # a node was blamed before we ran
+        honoured = _exclude_on_successors(state, scheduler, excluded, after=ctx.attempt)
+    if not bad:
+        return None, None
+    nodes = ", ".join(bad)
+    skipped = _stepped_aside_in_a_row(state, ctx.attempt)
+    if not honoured:
+        return None, (f"trains on {nodes} although the chain excludes it: the scheduler "
+                      "cannot keep the next attempt off it (too few nodes would be left)")
+    if skipped >= MAX_EXCLUDED_SKIPS:
+        return None, (f"trains on {nodes} although the chain excludes it: {skipped} attempts "
+                      "in a row were allocated there and stepped aside")
+    return f"{_EXCLUDED_ALLOCATION}{nodes}, which the chain now excludes", None
+
+
+def _stepped_aside_in_a_row(state: RunState, attempt: int) -> int:
+    """How many attempts right before `attempt` (among those that started) stepped aside
+    because they were allocated on an excluded node."""
+    count = 0
+    for view in sorted(state.attempts, key=lambda a: a.number, reverse=True):
+        if view.number >= attempt or view.started_at is None:
+            continue
+        if not (view.reason or "").startswith(f"{_NOT_LAUNCHED}{_EXCLUDED_ALLOCATION}"):
+            break
+        count += 1
+    return count
 
 
 def ensure_queue(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler, *,
@@ -323,18 +373,23 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
     return 0
 
 
-def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequence[str]) -> None:
-    """Keep blamed nodes off the pre-scheduled successor (SLURM: scontrol update ExcNodeList)."""
+def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequence[str], *,
+                           after: int = 0) -> bool:
+    """Keep blamed nodes off the pre-scheduled successors of attempt `after` (SLURM: scontrol
+    update ExcNodeList). False when the scheduler refused it for one of them (printed)."""
     if not nodes:
-        return
+        return True
+    honoured = True
     for view in state.attempts:
-        if view.status is AttemptStatus.SUBMITTED and view.job_id:
+        if view.number > after and view.status is AttemptStatus.SUBMITTED and view.job_id:
             try:
                 scheduler.exclude_nodes(view.job_id, list(nodes))
                 print(f"ftslurm: attempt {view.number} will avoid {', '.join(nodes)}", flush=True)
             except Exception as error:
+                honoured = False
                 print(f"ftslurm: could not exclude {', '.join(nodes)}: {error}", flush=True)
+    return honoured
 
 
-__all__ = ["PREDECESSOR_WAIT_S", "QUEUE_DEPTH", "SKIP_LAUNCH", "JobContext", "chain_end",
-           "chain_start", "ensure_queue", "keep_queue", "start_queue_keeper"]
+__all__ = ["MAX_EXCLUDED_SKIPS", "PREDECESSOR_WAIT_S", "QUEUE_DEPTH", "SKIP_LAUNCH", "JobContext",
+           "chain_end", "chain_start", "ensure_queue", "keep_queue", "start_queue_keeper"]

@@ -315,8 +315,11 @@ def _victim_entry(end: Mapping[str, Any], error: tracebacks.ErrorLine | None) ->
 
 def _scheduler_entry(job: JobState | None, view: AttemptView | None) -> dict[str, Any] | None:
     if job is not None:
-        return {"state": job.state, "reason": job.reason, "exit_code": job.exit_code,
-                "signal": _signal_name(job.signal), "nodes": list(job.nodes)}
+        entry = {"state": job.state, "reason": job.reason, "exit_code": job.exit_code,
+                 "signal": _signal_name(job.signal), "nodes": list(job.nodes)}
+        if job.node_problems is not None:
+            entry["node_problems"] = dict(job.node_problems)
+        return entry
     if view is not None and view.scheduler_state:
         return {"state": view.scheduler_state, "reason": None, "exit_code": view.exit_code,
                 "signal": _signal_name(view.signal), "nodes": list(view.nodes)}
@@ -386,19 +389,24 @@ def _hang_entry(launchers: Sequence[_Launcher], culprit: Mapping[str, Any] | Non
 
 
 def _lost_nodes(launchers: Sequence[_Launcher], job_nodes: Sequence[str],
-                failures: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The nodes a NODE_FAIL names: those whose launcher never wrote its end (or never wrote at
-    all, while others did), else the node of the first rank that ended, else the job's nodes."""
+                reported: Mapping[str, str]) -> list[str]:
+    """The nodes a node failure names, on evidence only: those the scheduler reports failed,
+    down or drained while the job ran (`reported`); else those whose launcher never wrote its
+    end (or never wrote at all) while another node's launcher did; else the job's only node.
+    An empty list when nothing tells the nodes apart: all of them would be a guess (and the
+    ranks of the healthy nodes, cut off from the lost one, often fail first)."""
+    named = [node for node in job_nodes if node in reported]
+    if named:
+        return named
     if launchers:
         written = {launcher.node for launcher in launchers}
         silent = [launcher.node for launcher in launchers
                   if launcher.state in _UNFINISHED_LAUNCHER]
         silent += [node for node in job_nodes if node not in written]
-        if silent:
-            return list(dict.fromkeys(silent))
-    if failures and failures[0].get("node"):
-        return [str(failures[0]["node"])]
-    return list(job_nodes)
+        silent = list(dict.fromkeys(silent))
+        if silent and len(silent) < len(set(job_nodes) | written):
+            return silent
+    return list(job_nodes) if len(job_nodes) == 1 else []
 
 
 def _external_kills(ranks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -431,8 +439,9 @@ def _signature(culprit: Mapping[str, Any] | None, node_lost: bool) -> str | None
     return f"exit {code}" if code not in (None, 0) else None
 
 
-def _decision_entry(decision: Decision | None, view: AttemptView | None
-                    ) -> dict[str, Any] | None:
+def decision_entry(decision: Decision | None, view: AttemptView | None
+                   ) -> dict[str, Any] | None:
+    """The record's `decision`: what the chain did after the attempt ended, and why."""
     if decision is None:
         return None
     counted = (view.counted_failure if view is not None and view.outcome is not None else None)
@@ -487,10 +496,16 @@ def build_incident(
     victims: list[dict[str, Any]] = []
     log = _job_log(paths, attempt, job_id)
     if node_lost:
-        lost = _lost_nodes(launchers, job_nodes, failures)
+        reported = dict((scheduler or {}).get("node_problems") or {})
+        lost = _lost_nodes(launchers, job_nodes, reported)
         state = (scheduler or {}).get("state") or "a node failure"
         evidence += [{"node": node, "kind": EvidenceKind.NODE_FAIL.value,
-                      "detail": f"the scheduler reports {state}"} for node in lost]
+                      "detail": f"the job ended in {state}"
+                                + (f"; the scheduler reports the node {reported[node]}"
+                                   if node in reported else
+                                   "; its launcher never recorded an end" if len(job_nodes) > 1
+                                   else "")}
+                     for node in lost]
         culprit = _scheduler_culprit(scheduler, job, view, log,
                                      node=lost[0] if len(lost) == 1 else None)
         victims = [_victim_entry(end, outputs.error(end) if index < MAX_VICTIM_ERRORS else None)
@@ -525,7 +540,7 @@ def build_incident(
         "reason": view.reason if view is not None else None,
         "scheduler": scheduler, "ranks": ranks, "culprit": culprit, "victims": victims,
         "hang": _hang_entry(launchers, culprit), "node_evidence": evidence,
-        "signature": _signature(culprit, node_lost), "decision": _decision_entry(decision, view),
+        "signature": _signature(culprit, node_lost), "decision": decision_entry(decision, view),
     }
     if previous is not None:  # needs the record's ranks and hang
         record["node_evidence"] += hang_repeat_evidence(previous, record)
@@ -614,9 +629,11 @@ def cause_line(record: Mapping[str, Any] | None) -> str | None:
         return None
     lost = [e.get("node") for e in record.get("node_evidence") or []
             if isinstance(e, dict) and e.get("kind") == EvidenceKind.NODE_FAIL]
+    scheduler_state = (record.get("scheduler") or {}).get("state")
     if lost:
-        state = (record.get("scheduler") or {}).get("state") or "node failure"
-        return f"node {', '.join(map(str, lost))} lost ({state})"
+        return f"node {', '.join(map(str, lost))} lost ({scheduler_state or 'node failure'})"
+    if scheduler_state in NODE_FAIL_STATES:
+        return f"a node lost ({scheduler_state}; the scheduler did not say which)"
     rank, node = culprit.get("rank"), culprit.get("node")
     error = culprit.get("error") or {}
     if rank is None and not error.get("line"):
@@ -654,6 +671,7 @@ __all__ = [
     "RankEndCause",
     "build_incident",
     "cause_line",
+    "decision_entry",
     "hang_repeat_evidence",
     "incident_cause",
     "read_incident",

@@ -329,19 +329,22 @@ class Ledger:
         nodes: Sequence[str] = (),
         requeue_count: int = 0,
         progress: int | None = None,
+        note: str | None = None,
     ) -> AttemptView:
         """The attempt's job started (again, when requeued: `requeue_count` > 0). An attempt
         that already ended (withdrawn, or completed by another process) is reopened only by a
-        requeue, never by a late start record; its view is returned unchanged."""
+        requeue, never by a late start record; its view is returned unchanged. `note`: a
+        decision taken at the start, with its reason (`AttemptView.start_note`)."""
         with self.locked():
             view = self._attempt(self.state(), attempt)
             if view.status is AttemptStatus.ENDED and requeue_count <= view.requeue_count:
                 return view
             if view.job_id is not None and view.job_id != str(job_id):
                 raise LedgerError(f"attempt {attempt} is job {view.job_id}, not {job_id}")
+            extra = {"note": note} if note else {}
             state = self._append(
                 "started", attempt=attempt, job_id=str(job_id), nodes=list(nodes),
-                requeue_count=int(requeue_count), progress=progress,
+                requeue_count=int(requeue_count), progress=progress, **extra,
             )
             return self._attempt(state, attempt)
 

@@ -202,15 +202,15 @@ def node_fail_evidence(
     down_nodes: Iterable[str] | None = None,
 ) -> tuple[dict[str, str], ...]:
     """The node evidence an outcome gives by itself: for node_fail, the attempt's nodes that
-    the scheduler reports down (`down_nodes`), or its only node when that is unknown; nothing
-    for any other outcome."""
+    the scheduler reports down (`down_nodes`), or its only node when the scheduler names none;
+    nothing for any other outcome (and nothing for a node failure of a multi-node attempt that
+    names no node: blaming all of its nodes would be a guess)."""
     if outcome is not Outcome.NODE_FAIL:
         return ()
-    if down_nodes is not None:
-        down = set(down_nodes)
-        nodes = tuple(node for node in attempt_nodes if node in down)
-    else:
-        nodes = tuple(attempt_nodes) if len(attempt_nodes) == 1 else ()
+    down = set(down_nodes or ())
+    nodes = tuple(node for node in attempt_nodes if node in down)
+    if not nodes and len(attempt_nodes) == 1:
+        nodes = tuple(attempt_nodes)
     return tuple({"node": node, "kind": "node_fail",
                   "detail": "the scheduler reports the attempt ended in a node failure"}
                  for node in nodes)

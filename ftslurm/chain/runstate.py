@@ -44,6 +44,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
 #: Fields a record may carry beyond the required ones; a ledger written before they existed
 #: lacks them, and they read as None.
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "started": ("note",),
     "ended": ("signature",),
 }
 
@@ -65,6 +66,9 @@ class AttemptView:
     reserved_at: float | None = None
     submitted_at: float | None = None
     started_at: float | None = None
+    #: Why the attempt trains although the chain would rather it did not (it runs on a node the
+    #: chain excludes, because the exclusion cannot be honoured): a decision, with its reason.
+    start_note: str | None = None
     ended_at: float | None = None
     outcome: Outcome | None = None
     reason: str | None = None
@@ -239,7 +243,8 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
         before = view.progress_before if view.progress_before is not None else rec["progress"]
         views[number] = replace(
             view, status=AttemptStatus.RUNNING, job_id=rec["job_id"], nodes=tuple(rec["nodes"]),
-            requeue_count=rec["requeue_count"], started_at=at, progress_before=before, **cleared,
+            requeue_count=rec["requeue_count"], started_at=at, progress_before=before,
+            start_note=rec.get("note"), **cleared,
         )
     elif kind == "ended":
         if view.status is AttemptStatus.ENDED and not view.provisional:

@@ -113,6 +113,7 @@ def attempt_rows(state: RunState, settings: ChainSettings,
             "exit_code": view.exit_code,
             "signal": view.signal,
             "reason": view.reason or view.submit_error,
+            "note": view.start_note,
             # From the attempt's incident record, when one was written: "rank 3 @ n2: ValueError".
             "cause": incident_cause(settings.run_dir, view.number),
             "provisional": view.provisional,
@@ -170,7 +171,7 @@ def _row_cells(row: dict[str, Any]) -> list[Text]:
     if row["signal"]:
         code += f" ({signal_text(row['signal'])})"
     counted = "yes" if row["counted_failure"] else ("no" if row["outcome"] else "-")
-    reason = row.get("cause") or row["reason"] or "-"
+    reason = row.get("cause") or row["reason"] or row.get("note") or "-"
     if row["pending_reason"]:
         reason = f"pending: {row['pending_reason']}"
     if row["blamed_nodes"]:

@@ -39,6 +39,7 @@ from ftslurm.chain.view import (
     print_status,
     status_data,
 )
+from ftslurm.commands.run_dir_arg import existing_run_dir
 from ftslurm.errors import FtslurmError, UsageError
 from ftslurm.rundir import RunDir
 
@@ -113,14 +114,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         hooks.JobContext.from_env(), args.status, warned=bool(args.warned)))
 
 
-def _run_dir(text: str) -> Path:
-    path = Path(text)
-    if not path.is_dir():
-        raise UsageError(f"{text}: no such run directory",
-                         hint="give the run_dir printed by `ftslurm submit`")
-    return path
-
-
 def _exit_code(state: RunState) -> int:
     return exit_codes.OK if state.run_status is RunStatus.FINISHED else exit_codes.FAILED
 
@@ -176,7 +169,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """`ftslurm watch RUN_DIR`."""
-    run_dir = _run_dir(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
     if args.once:
         update = Watcher(run_dir).poll_once()
@@ -223,7 +216,7 @@ def _synced(run_dir: Path, settings: ChainSettings, *, sync: bool, timeout: floa
 
 def run_status(args: argparse.Namespace) -> int:
     """`ftslurm status RUN_DIR [--json]`."""
-    run_dir = _run_dir(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
     state, jobs, scheduler = _synced(run_dir, settings, sync=not args.no_sync,
                                      timeout=args.sync_timeout)
@@ -239,7 +232,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     """`ftslurm cancel RUN_DIR`: record the request, cancel every job in flight, wait for them.
     The request is recorded first, so a job that starts meanwhile skips its launch; no lock is
     held while the scheduler is called."""
-    run_dir = _run_dir(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
     ledger = Ledger.open(run_dir)
     scheduler = make_scheduler(settings, since=ledger.state().created_at - 3600)
@@ -290,7 +283,7 @@ def _log_file(run_dir: Path, settings: ChainSettings, state: RunState, attempt: 
 
 def run_logs(args: argparse.Namespace) -> int:
     """`ftslurm logs RUN_DIR [--attempt N] [-f]`."""
-    run_dir = _run_dir(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
     ledger = Ledger.open(run_dir)
     number, path = _log_file(run_dir, settings, ledger.state(), args.attempt)

@@ -17,11 +17,18 @@ from rich.console import Console
 from rich.text import Text
 
 from ftslurm import exit_codes
-from ftslurm.chain.incident import EvidenceKind, RankEndCause, build_incident, read_incident
+from ftslurm.chain.incident import (
+    NODE_FAIL_STATES,
+    EvidenceKind,
+    RankEndCause,
+    build_incident,
+    read_incident,
+)
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.outcome import AttemptStatus
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.tracebacks import is_connection_error
+from ftslurm.commands.run_dir_arg import existing_run_dir
 from ftslurm.errors import UsageError
 from ftslurm.rundir import RunDir
 
@@ -42,17 +49,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="the attempt (default: the last one that ended)")
     explain.add_argument("--json", action="store_true", help="print the incident record as JSON")
     explain.set_defaults(handler=run_explain)
-
-
-def _open(text: str) -> RunState:
-    path = Path(text)
-    if not path.is_dir():
-        raise UsageError(f"{text}: no such run directory",
-                         hint="give the run_dir printed by `ftslurm submit`")
-    if not RunDir(path).ledger.exists():
-        raise UsageError(f"{text}: not a run directory (it has no ledger)",
-                         hint="give the run_dir printed by `ftslurm submit`")
-    return Ledger.open(path).state()
 
 
 def _attempt(run_dir: Path, state: RunState, number: int | None) -> AttemptView:
@@ -136,6 +132,8 @@ def story(record: Mapping[str, Any], *, view: AttemptView | None = None,
         who = _who(culprit)
         if culprit.get("rank") is None and lost:
             who = f"the lost node{'s' if len(lost) > 1 else ''} {', '.join(lost)}"
+        elif culprit.get("rank") is None and (scheduler or {}).get("state") in NODE_FAIL_STATES:
+            who = "a lost node (the scheduler named none)"
         line.append(who, style="bold red")
         if culprit.get("local_rank") is not None:
             line.append(f" (local rank {culprit['local_rank']})")
@@ -230,8 +228,8 @@ def _rank_order(text: str) -> tuple[int, str]:
 
 def run_explain(args: argparse.Namespace) -> int:
     """`ftslurm explain RUN_DIR [--attempt N] [--json]`."""
-    state = _open(args.run_dir)
-    run_dir = Path(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
+    state = Ledger.open(run_dir).state()
     view = _attempt(run_dir, state, args.attempt)
     record = read_incident(run_dir, view.number)
     saved = record is not None

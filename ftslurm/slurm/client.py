@@ -23,12 +23,15 @@ from submitit.helpers import clean_env
 from ftslurm import env_vars, exit_codes
 from ftslurm.errors import FtslurmError
 from ftslurm.slurm.parse import (
+    NODE_EVENT_FIELDS,
     SACCT_FIELDS,
     JobRecord,
     JobSummary,
+    NodeEvent,
     NodeState,
     SubmittedJob,
     parse_job_id,
+    parse_node_events,
     parse_sacct,
     parse_sbatch_parsable,
     parse_scontrol_show_job,
@@ -353,10 +356,26 @@ class SlurmClient:
         out = self.run(["scontrol", "show", "node", "--oneliner", ",".join(nodes)])
         return {node.name: node for node in parse_scontrol_show_node(out)}
 
+    def node_events(self, nodes: Sequence[str], start: float, end: float) -> list[NodeEvent]:
+        """`sacctmgr show event`: the down, drain and fail events slurmdbd recorded for `nodes`
+        that overlap [start, end] (epoch seconds). A node that failed and came back at once (a
+        rebooted node, `ReturnToService=2`) is still found here after `scontrol` forgot it."""
+        if not nodes:
+            return []
+        window = [f"Start={_local_time(start)}", f"End={_local_time(end)}"]
+        out = self.run(["sacctmgr", "-n", "-P", "show", "event", f"Nodes={','.join(nodes)}",
+                        *window, f"format={','.join(NODE_EVENT_FIELDS)}"])
+        return [event for event in parse_node_events(out) if event.node in nodes]
+
     def hostnames(self, hostlist: str) -> tuple[str, ...]:
         """`scontrol show hostnames`; the pure `expand_hostlist` gives the same without SLURM."""
         out = self.run(["scontrol", "show", "hostnames", hostlist])
         return tuple(line.strip() for line in out.splitlines() if line.strip())
+
+
+def _local_time(epoch: float) -> str:
+    """A SLURM time argument (local time, like the times SLURM prints)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
 
 
 def _merge_live(accounted: list[JobRecord], live: list[JobRecord]) -> list[JobRecord]:

@@ -366,6 +366,41 @@ def parse_scontrol_show_node(text: str) -> list[NodeState]:
     return nodes
 
 
+#: `sacctmgr show event` columns ftslurm asks for, in this order (`-n -P`: no header, `|`).
+NODE_EVENT_FIELDS = ("NodeName", "TimeStart", "TimeEnd", "State", "Reason")
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """A node's state change as slurmdbd recorded it (`sacctmgr show event`): the node went down,
+    drained or failed at `start` (and came back at `end`, None while it still is)."""
+
+    node: str
+    start: datetime | None
+    end: datetime | None
+    state: str
+    reason: str | None = None
+
+
+def parse_node_events(text: str) -> list[NodeEvent]:
+    """Parse `sacctmgr -n -P show event format=<NODE_EVENT_FIELDS>`; cluster-wide events (no
+    node name) are left out."""
+    events = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|", len(NODE_EVENT_FIELDS) - 1)
+        if len(fields) != len(NODE_EVENT_FIELDS):
+            raise SlurmParseError(f"sacctmgr event line has {len(fields)} fields, expected "
+                                  f"{len(NODE_EVENT_FIELDS)}: {line!r}")
+        node, start, end, state, reason = (field.strip() for field in fields)
+        if not node:
+            continue
+        events.append(NodeEvent(node, parse_timestamp(start), parse_timestamp(end), state,
+                                _none_if_empty(reason)))
+    return events
+
+
 def record_from_scontrol(job: Mapping[str, str]) -> JobRecord:
     """A `JobRecord` (allocation only: scontrol has no step history) from `parse_scontrol_show_job`.
 
@@ -404,11 +439,13 @@ def record_from_scontrol(job: Mapping[str, str]) -> JobRecord:
 
 
 __all__ = [
+    "NODE_EVENT_FIELDS",
     "SACCT_FIELDS",
     "UNUSABLE_NODE_STATES",
     "JobId",
     "JobRecord",
     "JobSummary",
+    "NodeEvent",
     "NodeState",
     "SlurmParseError",
     "SubmittedJob",
@@ -416,6 +453,7 @@ __all__ = [
     "parse_exit_code",
     "parse_job_id",
     "parse_key_values",
+    "parse_node_events",
     "parse_sacct",
     "parse_sbatch_parsable",
     "parse_scontrol_show_job",

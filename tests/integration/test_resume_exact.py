@@ -77,7 +77,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> No
     assert not (resumed / "finished.flag").exists()
 
     second_log = tmp_path / "second.log"
-    assert _wait(_launch(resumed, second_log), second_log) == 0
+    assert _wait(_launch(resumed, second_log), second_log) == 0, second_log.read_text()[-3000:]
     assert f"resuming at step {stopped_at.group(1)} of {STEPS}" in second_log.read_text()
     assert _final_digest(second_log) == expected
     assert (resumed / "finished.flag").exists()

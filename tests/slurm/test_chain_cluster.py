@@ -55,6 +55,20 @@ def test_fails_twice_then_finishes(tmp_path: Path, watch: bool) -> None:
         assert all(a["outcome"] == "cancelled" for a in data["attempts"][3:])
 
 
+def test_a_crash_whose_message_differs_each_time_is_not_a_crash_loop(tmp_path: Path) -> None:
+    # the same exception type with another message each time: not "the same crash" (issue 12)
+    run_dir = submit(write_spec(tmp_path, "raise-varying"), "--max-failures", "5")
+    data = run_ended(run_dir)
+    assert data["state"] == "finished", data["reason"]
+    attempts = ran(data)
+    assert [(a["outcome"], a["counted_failure"]) for a in attempts] == [
+        ("failed", True), ("failed", True), ("finished", False)]
+    causes = [a["cause"] or "" for a in attempts[:2]]
+    assert causes[0].endswith("ValueError: loss is nan at step 100"), causes
+    assert causes[1].endswith("ValueError: loss is nan at step 200"), causes
+    assert no_jobs_left(run_dir)
+
+
 def test_max_failures_stops_with_no_successor_left(tmp_path: Path) -> None:
     run_dir = submit(write_spec(tmp_path, "always-fail"), "--max-failures", "2")
     data = run_ended(run_dir)

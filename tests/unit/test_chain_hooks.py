@@ -11,10 +11,11 @@ from typing import NoReturn
 import pytest
 
 from ftslurm.backends import AttemptRequest, JobState, Scheduler
-from ftslurm.chain import hooks
+from ftslurm.chain import actions, hooks
 from ftslurm.chain.actions import apply_job_states, launch_status, submit_attempt
+from ftslurm.chain.incident import read_incident
 from ftslurm.chain.ledger import Ledger
-from ftslurm.chain.outcome import Outcome
+from ftslurm.chain.outcome import AttemptStatus, Outcome
 from ftslurm.chain.policy import ChainConfig, decide
 from ftslurm.chain.settings import ChainSettings, ChainSettingsError, load_settings
 from ftslurm.errors import UsageError
@@ -31,7 +32,9 @@ class FakeScheduler:
         self.excluded: dict[str, list[str]] = {}
         #: node -> the scheduler's state and reason, for nodes it reports unusable
         self.down: dict[str, str] = {}
+        self.node_queries: list[tuple[tuple[str, ...], float | None, float | None]] = []
         self.queries = 0
+        self.refuse_exclusions = False
 
     def submit(self, request: AttemptRequest) -> str:
         job_id = str(100 + len(self.jobs))
@@ -50,10 +53,15 @@ class FakeScheduler:
     def find(self, tag: str) -> list[str]:
         return [j for j, r in self.jobs.items() if r.tag == tag]
 
-    def node_problems(self, nodes: Sequence[str]) -> dict[str, str]:
+    def node_problems(self, nodes: Sequence[str], *, since: float | None = None,
+                      until: float | None = None) -> dict[str, str]:
+        self.node_queries.append((tuple(nodes), since, until))
         return {node: self.down[node] for node in nodes if node in self.down}
 
     def exclude_nodes(self, job_id: str, nodes: list[str]) -> None:
+        if self.refuse_exclusions:
+            raise SlurmCommandError(["sbatch", "--test-only"], 1,
+                                    "Requested node configuration is not available")
         self.excluded[job_id] = list(nodes)
 
 
@@ -101,8 +109,9 @@ def run(tmp_path: Path) -> tuple[Path, ChainSettings, Ledger, FakeScheduler]:
     return tmp_path, settings, ledger, scheduler
 
 
-def ctx(run_dir: Path, attempt: int, job: str, requeue: int = 0) -> hooks.JobContext:
-    return hooks.JobContext(str(run_dir), attempt, job, ("n1",), requeue)
+def ctx(run_dir: Path, attempt: int, job: str, requeue: int = 0,
+        nodes: tuple[str, ...] = ("n1",)) -> hooks.JobContext:
+    return hooks.JobContext(str(run_dir), attempt, job, nodes, requeue)
 
 
 def test_start_keeps_two_attempts_queued(run) -> None:
@@ -170,6 +179,80 @@ def test_predecessor_killed_hard_is_recorded_from_the_scheduler(run) -> None:
     assert not first.counted_failure and first.node_failures == 1
     assert sched.excluded == {"102": ["n2"]}  # queued before the blame: updated
     assert sched.jobs["103"].exclude_nodes == ("n2",)  # queued after it
+
+
+def test_a_node_failure_of_a_two_node_job_blames_the_node_the_scheduler_names(run) -> None:
+    run_dir, _, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100", nodes=("n1", "n2")), scheduler=sched)
+    sched.job_states["100"] = JobState("100", "NODE_FAIL", nodes=("n1", "n2"), start=50.0,
+                                       end=80.0)
+    sched.down["n2"] = "DOWN (bad dimm) at 00:01:40"
+    hooks.chain_start(ctx(run_dir, 2, "101", nodes=("n1", "n3")), scheduler=sched)
+    first = ledger.state().attempt(1)
+    assert first.outcome is Outcome.NODE_FAIL and first.blamed_nodes == ("n2",)
+    # asked about the job's nodes over the time it ran (and a little after: events lag)
+    assert sched.node_queries == [(("n1", "n2"), 50.0, 80.0 + actions.NODE_EVENT_SLACK_S)]
+    incident = read_incident(run_dir, 1)
+    assert incident["node_evidence"][0]["node"] == "n2"
+    assert "DOWN (bad dimm)" in incident["node_evidence"][0]["detail"]
+    # its own end hook never ran: the successor records what the chain decided
+    assert incident["decision"]["counted"] is False
+    assert incident["decision"]["excluded_nodes"] == ["n2"]
+
+
+def test_a_node_failure_that_names_no_node_blames_none(run) -> None:
+    run_dir, _, ledger, sched = run
+    hooks.chain_start(ctx(run_dir, 1, "100", nodes=("n1", "n2")), scheduler=sched)
+    sched.job_states["100"] = JobState("100", "NODE_FAIL", nodes=("n1", "n2"))
+    hooks.chain_start(ctx(run_dir, 2, "101", nodes=("n1", "n2")), scheduler=sched)
+    first = ledger.state().attempt(1)
+    assert first.outcome is Outcome.NODE_FAIL and first.blamed_nodes == ()
+    assert not first.counted_failure
+    assert ledger.state().attempt(2).status is AttemptStatus.RUNNING  # it trains
+
+
+def _blame_n2(run_dir: Path, sched: FakeScheduler) -> None:
+    """Attempt 1 (job 100) runs on n2 and loses it: n2 is blamed."""
+    hooks.chain_start(ctx(run_dir, 1, "100", nodes=("n2",)), scheduler=sched)
+    sched.job_states["100"] = JobState("100", "NODE_FAIL", nodes=("n2",))
+
+
+def test_a_successor_allocated_on_a_blamed_node_steps_aside(run) -> None:
+    run_dir, _, ledger, sched = run
+    _blame_n2(run_dir, sched)
+    assert hooks.chain_start(ctx(run_dir, 2, "101", nodes=("n2",)),
+                             scheduler=sched) == hooks.SKIP_LAUNCH
+    second = ledger.state().attempt(2)
+    assert second.outcome is Outcome.STOPPED and "which the chain now excludes" in second.reason
+    assert sched.excluded["102"] == ["n2"]  # the one queued behind it is kept off n2
+
+
+def test_it_trains_there_when_the_scheduler_cannot_keep_the_next_one_off(run) -> None:
+    # Too few nodes would be left: a successor that steps aside would be followed by one that
+    # lands there again, forever.
+    run_dir, _, ledger, sched = run
+    _blame_n2(run_dir, sched)
+    sched.refuse_exclusions = True
+    assert hooks.chain_start(ctx(run_dir, 2, "101", nodes=("n2",)), scheduler=sched) == 0
+    second = ledger.state().attempt(2)
+    assert second.status is AttemptStatus.RUNNING
+    assert second.start_note.startswith("trains on n2 although the chain excludes it: the "
+                                        "scheduler cannot keep the next attempt off it")
+
+
+def test_after_two_attempts_in_a_row_stepped_aside_the_next_one_trains(run) -> None:
+    run_dir, _, ledger, sched = run
+    _blame_n2(run_dir, sched)
+    for attempt in (2, 3):
+        job = str(99 + attempt)
+        assert hooks.chain_start(ctx(run_dir, attempt, job, nodes=("n2",)),
+                                 scheduler=sched) == hooks.SKIP_LAUNCH
+        sched.job_states[job] = JobState(job, "COMPLETED", nodes=("n2",))
+    job = ledger.state().attempt(4).job_id
+    assert hooks.chain_start(ctx(run_dir, 4, job, nodes=("n2",)), scheduler=sched) == 0
+    fourth = ledger.state().attempt(4)
+    assert fourth.status is AttemptStatus.RUNNING
+    assert "2 attempts in a row were allocated there and stepped aside" in fourth.start_note
 
 
 def test_launch_killed_after_the_time_limit_warning_is_a_timeout(run) -> None:

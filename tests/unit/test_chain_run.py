@@ -112,9 +112,11 @@ def test_status_json_of_a_new_run(tmp_path: Path, capsys) -> None:
 
 
 def test_status_of_a_foreign_directory_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    assert cli.main(["status", str(tmp_path)]) != 0
-    assert "no chain.json" in capsys.readouterr().err
-    assert cli.main(["status", str(tmp_path / "missing")]) == 2
+    for command in ("status", "watch", "cancel", "explain"):
+        assert cli.main([command, str(tmp_path)]) == 2, command  # bad input: exit 2
+        assert "not a run directory (it has no ledger)" in capsys.readouterr().err
+        assert cli.main([command, str(tmp_path / "missing")]) == 2, command
+        assert "no such run directory" in capsys.readouterr().err
 
 
 def test_hidden_hooks_are_not_listed() -> None:

@@ -96,10 +96,9 @@ def test_explain_node_fail_without_launcher_files(tmp_path: Path, capsys) -> Non
                       exit_code=0, scheduler_state="NODE_FAIL", source="scheduler")
     assert cli.main(["explain", str(run_dir)]) == exit_codes.OK
     out = capsys.readouterr().out
-    assert "culprit: the lost nodes n1, n2" in out
+    assert "culprit: a lost node (the scheduler named none)" in out
     assert "the scheduler's record and the job's log" in out
-    assert "node n1: node_fail: the scheduler reports NODE_FAIL" in out
-    assert "node n2: node_fail" in out
+    assert "node n1:" not in out and "node n2:" not in out  # no node is blamed on a guess
 
 
 def test_explain_refuses_an_unknown_run_dir_or_attempt(tmp_path: Path, failed_run: Path,

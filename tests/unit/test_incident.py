@@ -409,7 +409,9 @@ def test_a_hang_with_stacks(tmp_path: Path) -> None:
     assert repeated_hang_nodes(None, again) == []
 
 
-def test_node_fail_from_the_scheduler_without_launcher_files(tmp_path: Path) -> None:
+def test_node_fail_of_a_multi_node_job_that_names_no_node_blames_none(tmp_path: Path) -> None:
+    # Blaming both nodes would be a guess: it excludes a healthy node, and on a small cluster
+    # it leaves too few nodes for the next attempt.
     job = JobState(job_id="7", state="NODE_FAIL", exit_code=0, nodes=("n1", "n2"))
     view = failed_view(outcome=Outcome.NODE_FAIL, reason="node failure", exit_code=0,
                        counted_failure=False, scheduler_state="NODE_FAIL")
@@ -419,11 +421,34 @@ def test_node_fail_from_the_scheduler_without_launcher_files(tmp_path: Path) -> 
                                    "signal": None, "nodes": ["n1", "n2"]}
     assert record["culprit"]["basis"] == "scheduler"
     assert record["culprit"]["rank"] is None and record["culprit"]["node"] is None
-    assert [(e["node"], e["kind"]) for e in record["node_evidence"]] == [
-        ("n1", "node_fail"), ("n2", "node_fail")]
+    assert record["node_evidence"] == []
     assert record["signature"] is None  # a lost node is not the workload's failure
     assert record["ranks"] == [] and record["victims"] == []
-    assert cause_line(record) == "node n1, n2 lost (NODE_FAIL)"
+    assert cause_line(record) == "a node lost (NODE_FAIL; the scheduler did not say which)"
+
+
+def test_node_fail_names_the_node_the_scheduler_reports(tmp_path: Path) -> None:
+    # Both launchers were killed with the job: only the scheduler tells the nodes apart.
+    write_status(tmp_path, 1, "n1", state="running", rank_ends=[])
+    write_status(tmp_path, 1, "n2", state="running", rank_ends=[])
+    job = JobState(job_id="7", state="NODE_FAIL", nodes=("n1", "n2"),
+                   node_problems=(("n2", "DOWN (bad dimm) at 00:01:40"),))
+    record = build_incident(tmp_path, 1, job=job, written_by="watch")
+    assert record["node_evidence"] == [{
+        "node": "n2", "kind": "node_fail",
+        "detail": "the job ended in NODE_FAIL; the scheduler reports the node DOWN (bad dimm) "
+                  "at 00:01:40"}]
+    assert record["scheduler"]["node_problems"] == {"n2": "DOWN (bad dimm) at 00:01:40"}
+    assert record["culprit"]["node"] == "n2"
+    assert cause_line(record) == "node n2 lost (NODE_FAIL)"
+
+
+def test_node_fail_with_every_launcher_silent_blames_none(tmp_path: Path) -> None:
+    write_status(tmp_path, 1, "n1", state="running", rank_ends=[])
+    write_status(tmp_path, 1, "n2", state="running", rank_ends=[])
+    job = JobState(job_id="7", state="NODE_FAIL", nodes=("n1", "n2"), node_problems=())
+    record = build_incident(tmp_path, 1, job=job, written_by="watch")
+    assert record["node_evidence"] == []
 
 
 def test_node_fail_names_the_node_whose_launcher_went_silent(tmp_path: Path) -> None:
@@ -433,6 +458,7 @@ def test_node_fail_names_the_node_whose_launcher_went_silent(tmp_path: Path) -> 
     job = JobState(job_id="7", state="NODE_FAIL", nodes=("n1", "n2"))
     record = build_incident(tmp_path, 1, job=job, written_by="watch")
     assert [(e["node"], e["kind"]) for e in record["node_evidence"]] == [("n2", "node_fail")]
+    assert "its launcher never recorded an end" in record["node_evidence"][0]["detail"]
     assert record["culprit"]["node"] == "n2"
     assert [v["rank"] for v in record["victims"]] == [0]  # its connection error came from n2
 
@@ -550,7 +576,7 @@ def test_a_node_fail_outcome_without_a_scheduler_record(tmp_path: Path) -> None:
     view = failed_view(outcome=Outcome.NODE_FAIL, nodes=("n4",), counted_failure=False)
     record = build_incident(tmp_path, 1, view=view, written_by="explain")
     assert record["node_evidence"] == [{"node": "n4", "kind": "node_fail",
-                                        "detail": "the scheduler reports a node failure"}]
+                                        "detail": "the job ended in a node failure"}]
     assert record["culprit"]["node"] == "n4" and record["signature"] is None
 
 

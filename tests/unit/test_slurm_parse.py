@@ -17,6 +17,7 @@ from ftslurm.slurm.parse import (
     parse_exit_code,
     parse_job_id,
     parse_key_values,
+    parse_node_events,
     parse_sacct,
     parse_sbatch_parsable,
     parse_scontrol_show_job,
@@ -298,3 +299,19 @@ def test_scontrol_show_node_states_and_reasons() -> None:
     assert nodes["n2"].reason == "slurmd killed by test [root@2026-11-28T21:10:03]"
     assert [n for n, node in nodes.items() if node.unusable] == ["n2", "n3", "n4"]
     assert parse_scontrol_show_node("") == []
+
+
+def test_sacctmgr_node_events() -> None:
+    # rec: `sacctmgr -n -P show event Nodes=n1,n2,n3 ... format=NodeName,TimeStart,TimeEnd,State,
+    # Reason` on the dev cluster after `scontrol update NodeName=n2 State=DOWN Reason=...`
+    # (ReturnToService=2 brought it back within the second); the hand-written lines add a
+    # cluster-wide event (no node), a node still down (no end) and a reason with a `|`.
+    text = ("n2|2026-11-29T00:01:40|2026-11-29T00:01:40|DOWN|test-nodefail\n"
+            "|2026-11-29T00:00:00|Unknown|CLUSTER|cluster registered\n"
+            "n3|2026-11-29T00:02:00|Unknown|DRAIN|bad dimm | ecc\n\n")
+    events = parse_node_events(text)
+    assert [(e.node, e.state, e.reason) for e in events] == [
+        ("n2", "DOWN", "test-nodefail"), ("n3", "DRAIN", "bad dimm | ecc")]
+    assert events[0].start == datetime(2026, 11, 29, 0, 1, 40) and events[1].end is None
+    with pytest.raises(SlurmParseError, match="expected 5"):
+        parse_node_events("n2|2026-11-29T00:01:40|DOWN\n")

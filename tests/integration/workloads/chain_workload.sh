@@ -4,6 +4,8 @@
 #   fail-twice   exit 1 on runs 1 and 2, write the finished flag on run 3
 #   always-fail  exit 1
 #   fail-varying exit 10+N on runs 1..3 (a different failure each time), finish on run 4
+#   raise-varying  runs 1 and 2 raise ValueError("loss is nan at step <100 N>") in Python (the
+#                same exception, another message each time), finish on run 3
 #   fatal        exit 93 (do not retry)
 #   hold         run 1 makes progress (writes $FTSLURM_RUN_DIR/progress every second), ignoring
 #                SIGTERM, until it is killed; run 2 finishes
@@ -22,6 +24,10 @@ case "$mode" in
   fail-twice) [ "$n" -ge 3 ] && finish; exit 1 ;;
   always-fail) exit 1 ;;
   fail-varying) [ "$n" -ge 4 ] && finish; exit $((10 + n)) ;;
+  raise-varying)
+    [ "$n" -ge 3 ] && finish
+    exec python3 -c "raise ValueError('loss is nan at step $((100 * n))')"
+    ;;
   fatal) exit 93 ;;
   finish) finish ;;
   kill-once)
