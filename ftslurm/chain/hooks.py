@@ -52,10 +52,11 @@ from ftslurm.chain.actions import (
 )
 from ftslurm.chain.ledger import Ledger, read_progress
 from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
-from ftslurm.chain.policy import decide, exclusions
+from ftslurm.chain.policy import Classification, decide, exclusions
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
 from ftslurm.errors import FtslurmError, UsageError
+from ftslurm.rundir import RunDir
 from ftslurm.slurm.hostlist import expand_hostlist
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,79 @@ def _settle_predecessors(settings: ChainSettings, ledger: Ledger, scheduler: Sch
         if not active or time.monotonic() >= deadline:
             return state, active
         time.sleep(2.0)  # polling the scheduler; the deadline above bounds it
+
+
+class Refused(FtslurmError):
+    """A job submitted by hand that the run does not adopt (it must not train)."""
+
+
+def adopt_job(environ: Mapping[str, str] | None = None, *,
+              scheduler: Scheduler | None = None) -> int:
+    """`ftslurm chain-adopt`: make a job submitted by hand (`sbatch` on a rendered script, so
+    no $FTSLURM_ATTEMPT) the run's next attempt. Prints the attempt number on stdout (the script
+    exports it) and returns 0; or explains on stderr why the job may not train and returns
+    SKIP_LAUNCH: the run is over, or another attempt is running or queued (never two trainings
+    at once). A job the ledger already knows (requeued) keeps its attempt."""
+    env = os.environ if environ is None else environ
+    run_dir, job_id = env.get(env_vars.RUN_DIR), env.get(env_vars.SLURM_JOB_ID)
+    if not run_dir or not job_id:
+        missing = env_vars.RUN_DIR if not run_dir else env_vars.SLURM_JOB_ID
+        raise UsageError(f"chain-adopt: ${missing} not set",
+                         hint="it runs inside a job of a rendered script only")
+    if not RunDir(run_dir).ledger.exists():
+        raise UsageError(f"{run_dir} is not prepared for a run (it has no ledger)",
+                         hint="write the script with `ftslurm render JOB_YAML -o FILE` (which "
+                              "prepares the run directory) or use `ftslurm submit`")
+    settings = load_settings(run_dir)
+    ledger = Ledger.open(run_dir)
+    try:
+        view = _adopt(settings, ledger, scheduler or make_scheduler(
+            settings, since=ledger.state().created_at - 3600), job_id)
+    except Refused as refusal:
+        print(f"ftslurm: job {job_id} (submitted by hand) does not train: {refusal.message}",
+              file=sys.stderr, flush=True)
+        if refusal.hint:
+            print(f"  hint: {refusal.hint}", file=sys.stderr, flush=True)
+        return SKIP_LAUNCH
+    print(f"ftslurm: job {job_id} (submitted by hand) is attempt {view.number} of the run in "
+          f"{run_dir}", file=sys.stderr, flush=True)
+    print(view.number, flush=True)
+    return 0
+
+
+def _adopt(settings: ChainSettings, ledger: Ledger, scheduler: Scheduler,
+           job_id: str) -> AttemptView:
+    known = [a for a in ledger.state().attempts if a.job_id == job_id]
+    if known:
+        return known[-1]
+    if settings.mode != "self":
+        raise Refused(f"the run in {settings.run_dir} is driven by `ftslurm watch` "
+                      f"({settings.backend} backend), not by its jobs")
+    state = ledger.state()
+    if state.in_flight:  # the ledger may be behind: ask the scheduler first (no lock held)
+        try:
+            state, _ = sync_with_scheduler(ledger, settings, scheduler, state, source="adopt")
+        except FtslurmError as error:
+            raise Refused(f"the scheduler did not answer ({error.message}), so it cannot be "
+                          "told whether another attempt is training",
+                          hint="submit the script again later") from None
+    with ledger.locked():
+        state = ledger.state()
+        decision = decide(state, settings.config, flag_exists=settings.flag_exists())
+        if decision.action is Action.STOP:
+            raise Refused(f"the run is over ({decision.run_status}: {decision.reason})",
+                          hint=f"`ftslurm submit --resume` continues it; `ftslurm status "
+                               f"{settings.run_dir}` shows it")
+        busy = [a for a in state.in_flight if a.job_id != job_id]
+        if busy:
+            what = ", ".join(f"attempt {a.number} (job {a.job_id or '?'}, {a.status})"
+                             for a in busy)
+            raise Refused(f"{what} of the same run is already running or queued; two attempts "
+                          "never train at once",
+                          hint=f"the run goes on by itself: `ftslurm status {settings.run_dir}`")
+        if state.used_attempts >= settings.config.max_attempts:
+            raise Refused(f"all {settings.config.max_attempts} attempts are used (max_attempts)")
+        return ledger.record_adopted(job_id)
 
 
 def _open_run(ctx: JobContext, scheduler: Scheduler | None
@@ -347,30 +421,48 @@ def _tolerant(action: Callable[..., T], *args: Any, what: str, **kwargs: Any) ->
 
 def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
               scheduler: Scheduler | None = None) -> int:
-    """The end hook: record the outcome and continue or stop the chain. Returns 0."""
+    """The end hook: record the outcome and continue or stop the chain. Returns the status the
+    job should exit with (`job_exit_status`): 0 for a clean end, else the script's `status`."""
     settings, ledger, scheduler = _open_run(ctx, scheduler)
     view = _attempt_in(ledger.state(), ctx)
+    script_status = status
     status = launch_status(ctx.run_dir, ctx.attempt, status)
     result = classify_exit(settings, status, warned=warned)
     record_outcome(ledger, settings, view, result, exit_code=status, source="job")
     print(f"ftslurm: attempt {ctx.attempt} ended: {result.outcome.value} ({result.reason})",
           flush=True)
+    job_status = job_exit_status(result, script_status)
     if settings.mode != "self":
-        return 0
+        return job_status
     if result.provisional:  # the scheduler's final state decides; a successor must be queued
         _queue_after_end(settings, ledger, scheduler, ctx)
-        return 0
+        return job_status
     state = ledger.state()
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
     note_decision(settings, state, ctx.attempt, decision)
     if decision.action is Action.STOP:
         _tolerant(stop_run, ledger, scheduler, decision, what="withdraw the queued attempts")
         print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)
-        return 0
+        return job_status
     if decision.action is Action.WAIT:
         _exclude_on_successors(state, scheduler, exclusions(state, settings.config))
     _queue_after_end(settings, ledger, scheduler, ctx)  # a successor, if none is queued yet
-    return 0
+    return job_status
+
+
+#: Ends that are no failure: the job exits 0 after them, so the scheduler's accounting (what
+#: site dashboards count) shows a healthy attempt stopped for its time limit as COMPLETED.
+_CLEAN_ENDS = frozenset({Outcome.FINISHED, Outcome.STOPPED, Outcome.TIMEOUT, Outcome.PREEMPTED})
+
+
+def job_exit_status(result: Classification, status: int) -> int:
+    """The status the attempt's job exits with: 0 for a clean end the chain has recorded for
+    good (finished, a graceful stop, the time limit after its warning), else the script's own
+    `status`. A provisional end keeps its status: the scheduler's final state must still tell
+    what happened, and a job that exits 0 would read as a clean stop."""
+    if result.outcome in _CLEAN_ENDS and not result.provisional:
+        return 0
+    return status
 
 
 def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequence[str], *,
@@ -391,5 +483,18 @@ def _exclude_on_successors(state: RunState, scheduler: Scheduler, nodes: Sequenc
     return honoured
 
 
-__all__ = ["MAX_EXCLUDED_SKIPS", "PREDECESSOR_WAIT_S", "QUEUE_DEPTH", "SKIP_LAUNCH", "JobContext",
-           "chain_end", "chain_start", "ensure_queue", "keep_queue", "start_queue_keeper"]
+__all__ = [
+    "MAX_EXCLUDED_SKIPS",
+    "PREDECESSOR_WAIT_S",
+    "QUEUE_DEPTH",
+    "SKIP_LAUNCH",
+    "JobContext",
+    "Refused",
+    "adopt_job",
+    "chain_end",
+    "chain_start",
+    "ensure_queue",
+    "job_exit_status",
+    "keep_queue",
+    "start_queue_keeper",
+]

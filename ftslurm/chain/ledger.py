@@ -273,6 +273,21 @@ class Ledger:
             return self._attempt(self._append("submitted", attempt=attempt, job_id=str(job_id)),
                                  attempt)
 
+    def record_adopted(self, job_id: str) -> AttemptView:
+        """A job submitted by hand (`sbatch` on a rendered script) becomes the run's next
+        attempt: reserved and submitted as job `job_id` in one step. Idempotent for a job the
+        ledger already knows (a requeued one): its attempt is returned. The caller checks, under
+        this ledger's lock, that nothing else is in flight."""
+        with self.locked():
+            state = self.state()
+            known = [a for a in state.attempts if a.job_id == str(job_id)]
+            if known:
+                return known[-1]
+            number = state.next_attempt
+            self.reserve(number)
+            return self._attempt(self._append("submitted", attempt=number, job_id=str(job_id),
+                                              by_hand=True), number)
+
     def record_submit_failed(self, attempt: int, error: str) -> AttemptView:
         """Submitting the reserved attempt failed. It stays reserved: the next `submit_attempt`
         looks its tag up (the submission may have gone through after all) and retries."""

@@ -135,6 +135,28 @@ def write_run(prepared: PreparedRun, *, resume: bool) -> Ledger:
     return ledger
 
 
+def prepare_for_sbatch(spec_path: str | os.PathLike[str]) -> tuple[PreparedRun, RunState, bool]:
+    """What `ftslurm render -o FILE` does besides writing FILE: make the run directory ready
+    for a job submitted by hand with `sbatch FILE` (its log folder, settings, script and an
+    empty ledger, as `submit` writes them, minus the submission), so SLURM can open the job's
+    output file and the job's start hook can adopt it. A run dir that already holds a run of the
+    same spec is left as it is; one of another spec is refused (UsageError, nothing written).
+    Returns the prepared run, the run's state, and whether anything was written."""
+    prepared = prepare_run(spec_path, backend="slurm")
+    existing = prepared.existing
+    if existing is not None:
+        if existing.spec_fingerprint != prepared.spec_fingerprint:
+            raise UsageError(
+                f"{prepared.settings.run_dir} holds a run of a different job spec "
+                f"({prepared.spec.source} changed since that run was prepared)",
+                hint="`ftslurm submit --resume` continues that run with this spec; or set "
+                     "run_dir: (or name:) for a new run; `ftslurm render` without -o only "
+                     "prints the script")
+        return prepared, existing, False
+    ledger = write_run(prepared, resume=False)
+    return prepared, ledger.state(), True
+
+
 def _write_files(prepared: PreparedRun, root: Path) -> None:
     """The run dir's files other than the ledger."""
     paths = RunDir(root)
@@ -144,4 +166,5 @@ def _write_files(prepared: PreparedRun, root: Path) -> None:
     prepared.settings.save()
 
 
-__all__ = ["PreparedRun", "check_reuse", "prepare_run", "resolve_backend", "write_run"]
+__all__ = ["PreparedRun", "check_reuse", "prepare_for_sbatch", "prepare_run", "resolve_backend",
+           "write_run"]

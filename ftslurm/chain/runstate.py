@@ -44,6 +44,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
 #: Fields a record may carry beyond the required ones; a ledger written before they existed
 #: lacks them, and they read as None.
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "submitted": ("by_hand",),
     "started": ("note",),
     "ended": ("signature",),
 }
@@ -66,6 +67,9 @@ class AttemptView:
     reserved_at: float | None = None
     submitted_at: float | None = None
     started_at: float | None = None
+    #: True for a job somebody submitted by hand (`sbatch` on a rendered script) that the run
+    #: adopted as this attempt (`Ledger.record_adopted`).
+    by_hand: bool = False
     #: Why the attempt trains although the chain would rather it did not (it runs on a node the
     #: chain excludes, because the exclusion cannot be honoured): a decision, with its reason.
     start_note: str | None = None
@@ -227,7 +231,8 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
         status = (AttemptStatus.SUBMITTED if view.status is AttemptStatus.RESERVED
                   else view.status)
         views[number] = replace(view, job_id=rec["job_id"], submitted_at=at, status=status,
-                                claim_owner=None, claim_until=None)
+                                claim_owner=None, claim_until=None,
+                                by_hand=bool(rec.get("by_hand")))
     elif kind == "submit_failed":  # still reserved: retried, by anybody
         views[number] = replace(view, submit_error=rec["error"], claim_owner=None,
                                 claim_until=None)

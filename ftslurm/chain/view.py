@@ -114,6 +114,7 @@ def attempt_rows(state: RunState, settings: ChainSettings,
             "signal": view.signal,
             "reason": view.reason or view.submit_error,
             "note": view.start_note,
+            "submitted_by_hand": view.by_hand,
             # From the attempt's incident record, when one was written: "rank 3 @ n2: ValueError".
             "cause": incident_cause(settings.run_dir, view.number),
             "provisional": view.provisional,
@@ -171,7 +172,8 @@ def _row_cells(row: dict[str, Any]) -> list[Text]:
     if row["signal"]:
         code += f" ({signal_text(row['signal'])})"
     counted = "yes" if row["counted_failure"] else ("no" if row["outcome"] else "-")
-    reason = row.get("cause") or row["reason"] or row.get("note") or "-"
+    reason = (row.get("cause") or row["reason"] or row.get("note")
+              or ("submitted by hand" if row.get("submitted_by_hand") else "-"))
     if row["pending_reason"]:
         reason = f"pending: {row['pending_reason']}"
     if row["blamed_nodes"]:

@@ -105,6 +105,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     start = subparsers.add_parser("chain-start")  # no help: hidden, for the script only
     start.set_defaults(handler=lambda args: hooks.chain_start(hooks.JobContext.from_env()))
+    adopt = subparsers.add_parser("chain-adopt")  # hidden: a job submitted by hand
+    adopt.set_defaults(handler=lambda args: hooks.adopt_job())
     keeper = subparsers.add_parser("chain-keep-queue")
     keeper.set_defaults(handler=lambda args: hooks.keep_queue(hooks.JobContext.from_env()))
     end = subparsers.add_parser("chain-end")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ftslurm import exit_codes
 from ftslurm.atomic import write_atomic
+from ftslurm.chain.outcome import RunStatus
+from ftslurm.chain.run import prepare_for_sbatch
 from ftslurm.errors import UsageError
 from ftslurm.render.script import render
 from ftslurm.spec.model import JobSpec, load_spec
@@ -29,13 +31,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     render_parser = subparsers.add_parser(
         "render", help="print the sbatch script of a job spec without submitting it",
-        description="Render the sbatch script of a job spec to stdout (or to FILE with -o). "
-        "Nothing is submitted and the run directory is not touched.",
+        description="Render the sbatch script of a job spec to stdout, with no side effect. With "
+        "-o FILE, also prepare the run directory (log folder, settings, an empty ledger) so "
+        "that `sbatch FILE` starts a self-resuming run: each job submitted by hand joins the run "
+        "as its next attempt, or is refused while another attempt is running or queued.",
     )
     render_parser.add_argument("spec", metavar="JOB_YAML", help="the job spec, e.g. job.yaml")
     render_parser.add_argument(
         "-o", "--output", metavar="FILE", type=Path, default=None,
-        help="write the script to FILE (replaced atomically, made executable) instead of stdout",
+        help="write the script to FILE (replaced atomically, made executable) instead of "
+        "stdout, and prepare the run directory for `sbatch FILE`",
     )
     render_parser.set_defaults(handler=run_render)
 
@@ -77,7 +82,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    """`ftslurm render JOB_YAML [-o FILE]`."""
+    """`ftslurm render JOB_YAML [-o FILE]`: to stdout, side-effect free; to FILE, also the run
+    directory made ready for `sbatch FILE` (`chain.run.prepare_for_sbatch`)."""
     script = render(load_spec(args.spec))
     if args.output is None:
         sys.stdout.write(script)
@@ -86,11 +92,20 @@ def run_render(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output}: is a directory; give a file name such as job.sbatch")
     if not args.output.parent.is_dir():
         raise UsageError(f"-o {args.output}: the directory {args.output.parent} does not exist")
+    prepared, state, written = prepare_for_sbatch(args.spec)
     try:
         write_atomic(args.output, script, mode=0o755)
     except OSError as error:
         raise UsageError(f"-o {args.output}: cannot write the script: {error.strerror}") from None
-    print(f"wrote {args.output}", file=sys.stderr)
+    run_dir = prepared.settings.run_dir
+    print(f"wrote {args.output}; `sbatch {args.output}` starts (or joins) the run in {run_dir}",
+          file=sys.stderr)
+    if not written:
+        print(f"  the run directory already holds this run ({state.run_status}, "
+              f"{len(state.attempts)} attempt(s)); it was left as it is"
+              + ("" if state.run_status is RunStatus.RUNNING else
+                 ": a job submitted now is refused; `ftslurm submit --resume` continues it"),
+              file=sys.stderr)
     return exit_codes.OK
 
 

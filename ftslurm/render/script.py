@@ -134,8 +134,11 @@ def header(spec: JobSpec, rendered_by: RenderedBy) -> str:
         return (f"# Rendered by `ftslurm submit` (launcher: {spec.launch.launcher}): every attempt "
                 "of the run runs this script.\n# Change the job spec and `ftslurm submit "
                 "--resume` it; edits here are lost.")
-    return (f"# Rendered by `ftslurm render` (launcher: {spec.launch.launcher}). Change the job "
-            "spec and render again; edits here are lost.")
+    return (f"# Rendered by `ftslurm render` (launcher: {spec.launch.launcher}) for the run in "
+            f"{spec.run_dir}.\n# `sbatch` on this script is supported: each job joins the run as "
+            "its next attempt (or is\n# refused when an attempt is already running or queued), "
+            "and the run resumes itself\n# until it finishes. Change the job spec and render "
+            "again; edits here are lost.")
 
 
 def render(spec: JobSpec, *, rendered_by: RenderedBy = "render") -> str:
@@ -192,13 +195,17 @@ def sbatch_directives(spec: JobSpec) -> list[str]:
     """The `#SBATCH` lines, in a fixed order, then the spec's `sbatch:` options in file order."""
     res = spec.resources
     directive = quoting.sbatch_directive
+    if spec.launch.launcher == "none":  # one task per rank
+        tasks, cpus = res.nproc_per_node, res.cpus_per_task
+    else:  # one launcher task per node, with the CPUs of all its ranks (as srun starts it)
+        tasks, cpus = 1, res.nproc_per_node * (res.cpus_per_task or 1)
     lines = [
         directive("job-name", spec.name),
         directive("nodes", res.nodes),
-        directive("ntasks-per-node", res.nproc_per_node),
+        directive("ntasks-per-node", tasks),
     ]
     optional = [
-        ("cpus-per-task", res.cpus_per_task), ("gpus-per-node", res.gpus_per_node or None),
+        ("cpus-per-task", cpus), ("gpus-per-node", res.gpus_per_node or None),
         ("mem", res.mem), ("time", res.time), ("partition", res.partition),
         ("account", res.account), ("qos", res.qos), ("constraint", res.constraint),
         ("exclude", res.exclude), ("nodelist", res.nodelist),

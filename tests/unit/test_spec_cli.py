@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from ftslurm.chain.ledger import Ledger
+from ftslurm.chain.outcome import RunStatus
+from ftslurm.chain.settings import load_settings
 from ftslurm.cli import main
+from ftslurm.rundir import RunDir
 
 GOOD = "name: demo\nnodes: 2\nnproc_per_node: 2\ntime: '1:00:00'\ncommand: train.py\n"
 BAD = "name: demo\nnodes: 0\ncommand: train.py\nlaunchr: ft\n"
@@ -48,11 +52,33 @@ def test_render_prints_the_script(good: Path, capsys: pytest.CaptureFixture[str]
     assert not (good.parent / "runs").exists()
 
 
-def test_render_to_a_file(good: Path, tmp_path: Path) -> None:
+def test_render_to_a_file_prepares_the_run_for_sbatch(good: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "job.sbatch"
     assert main(["render", str(good), "-o", str(target)]) == 0
-    assert target.read_text().startswith("#!/bin/bash\n")
+    text = target.read_text()
+    assert text.startswith("#!/bin/bash\n") and "`sbatch` on this script is supported" in text
     assert target.stat().st_mode & 0o100
+    run_dir = RunDir(tmp_path / "runs" / "demo")
+    # SLURM opens the job's output file in the log folder before the script runs
+    assert f"#SBATCH --output={run_dir.logs}/%j.out" in text and run_dir.logs.is_dir()
+    state = Ledger.open(run_dir.root).state()
+    assert state.attempts == () and state.run_status is RunStatus.RUNNING
+    assert load_settings(run_dir.root).mode == "self"
+    assert "starts (or joins) the run" in capsys.readouterr().err
+
+    # again with the same spec: the run directory is left as it is
+    ledger_before = run_dir.ledger.read_bytes()
+    assert main(["render", str(good), "-o", str(target)]) == 0
+    assert run_dir.ledger.read_bytes() == ledger_before
+    assert "it was left as it is" in capsys.readouterr().err
+
+    # another spec for the same run directory: refused, nothing written
+    good.write_text(GOOD.replace("nproc_per_node: 2", "nproc_per_node: 4"))
+    other = tmp_path / "other.sbatch"
+    assert main(["render", str(good), "-o", str(other)]) == 2
+    assert "holds a run of a different job spec" in capsys.readouterr().err
+    assert not other.exists() and run_dir.ledger.read_bytes() == ledger_before
 
 
 def test_bad_spec_writes_nothing(bad: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 #!/bin/bash
 # A tiny workload for the chain tests: counts its runs in $FTSLURM_RUN_DIR/runs and behaves by
 # MODE (the first argument):
+#   fail-once    exit 1 on run 1, write the finished flag on run 2
 #   fail-twice   exit 1 on runs 1 and 2, write the finished flag on run 3
 #   always-fail  exit 1
 #   fail-varying exit 10+N on runs 1..3 (a different failure each time), finish on run 4
@@ -13,6 +14,8 @@
 #   kill-once    run 1 repairs sbatch (removes $TEST_SHIM_DIR/broken) and dies of
 #                SIGKILL; run 2 finishes
 #   wait-file    wait until $FTSLURM_RUN_DIR/go exists (making progress), then finish
+#   stop-on-term run 1 makes progress until SIGTERM (the stop the time-limit warning sends),
+#                then exits 94 like a launcher that stopped its ranks; run 2 finishes
 set -u
 mode=$1
 count_file="$FTSLURM_RUN_DIR/runs"
@@ -21,6 +24,7 @@ echo "$n" >"$count_file"
 echo "workload run $n (attempt $FTSLURM_ATTEMPT, mode $mode) on $(hostname)"
 finish() { touch "$FAULT_TOL_FINISHED_FLAG_FILE"; exit 0; }
 case "$mode" in
+  fail-once) [ "$n" -ge 2 ] && finish; exit 1 ;;
   fail-twice) [ "$n" -ge 3 ] && finish; exit 1 ;;
   always-fail) exit 1 ;;
   fail-varying) [ "$n" -ge 4 ] && finish; exit $((10 + n)) ;;
@@ -43,6 +47,17 @@ case "$mode" in
       sleep 0.5
     done
     finish
+    ;;
+  stop-on-term)
+    [ "$n" -ge 2 ] && finish
+    trap 'echo "workload: stopped by SIGTERM"; exit 94' TERM
+    step=0
+    while :; do
+      step=$((step + 1))
+      echo "$step" >"$FTSLURM_RUN_DIR/progress.tmp" && mv "$FTSLURM_RUN_DIR/progress.tmp" "$FTSLURM_RUN_DIR/progress"
+      sleep 1 &
+      wait $!
+    done
     ;;
   hold)
     [ "$n" -ge 2 ] && finish
