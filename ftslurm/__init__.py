@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ftslurm.fault_tolerance.shutdown import GracefulShutdown, PeerLostError
+    from ftslurm.progress import report_progress
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "GracefulShutdown": "ftslurm.fault_tolerance.shutdown",
     "PeerLostError": "ftslurm.fault_tolerance.shutdown",
+    "report_progress": "ftslurm.progress",
 }
 
 
@@ -27,4 +29,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ftslurm' has no attribute {name!r}")
 
 
-__all__ = ["GracefulShutdown", "PeerLostError", "__version__"]
+__all__ = ["GracefulShutdown", "PeerLostError", "__version__", "report_progress"]

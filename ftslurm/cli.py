@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ftslurm.commands.spec",
     "ftslurm.commands.chain",
     "ftslurm.commands.explain",
+    "ftslurm.commands.report",
 )
 
 #: Subcommands whose whole command line is handed to another parser untouched.

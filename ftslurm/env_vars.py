@@ -53,6 +53,9 @@ MASTER_ADDR = "MASTER_ADDR"
 MASTER_PORT = "MASTER_PORT"
 #: Signals torch elastic's agent forwards to its workers (the launcher sets it for its agent).
 TORCHELASTIC_SIGNALS_TO_HANDLE = "TORCHELASTIC_SIGNALS_TO_HANDLE"
+#: The restart round of a worker, in the environment torch elastic builds for it (read by the
+#: per-rank output files and by `report_progress`).
+TORCHELASTIC_RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"
 #: torch's switch for a fresh rendezvous TCP store per restart (see fault_tolerance/run.py).
 TORCH_DISABLE_SHARE_RDZV_TCP_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 #: Every rank variable a launcher sets; `env:` may not set them.

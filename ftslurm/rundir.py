@@ -20,6 +20,8 @@ callers ask a `RunDir` for a path. tests/unit/test_contracts.py checks that.
     local_jobs/                   the local backend's job folders (`local_jobs`)
     logs/attempt-<N>/             `rank-<R>.restart-<k>.out|err`: each rank's output (`rank_log`)
     incidents/                    `attempt-<N>.json`: how each attempt ended, with evidence
+    step_logs/                    `attempt-<N>.jsonl`: the workload's progress reports (`step_log`),
+                                  `attempt-<N>.restart-<k>.last`: the latest one (`last_step_slot`)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ _LOGS = "logs"
 _LAUNCHER_STATUS = "launcher_status"
 _LOCAL_JOBS = "local_jobs"
 _INCIDENTS = "incidents"
+_STEPS = "step_logs"
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class RunDir:
     RESERVED_NAMES = (
         _LEDGER, _LEDGER_LOCK, _PROGRESS, _CHAIN_SETTINGS, _SPEC_COPY, *_SCRIPTS.values(),
         _FT_CONFIG, _LOGS, _LAUNCHER_STATUS, _LOCAL_JOBS, _LEARNED_TIMEOUTS, _LEARNED_TIMEOUTS_LOCK,
-        _INCIDENTS,
+        _INCIDENTS, _STEPS,
     )
 
     @property
@@ -150,6 +153,30 @@ class RunDir:
     def incident(self, attempt: int) -> Path:
         """What is known about how `attempt` ended, with its evidence (`ftslurm explain`)."""
         return self.incidents / f"attempt-{attempt}.json"
+
+    @property
+    def step_logs(self) -> Path:
+        """The folder of the workload's progress reports (`ftslurm.report_progress`)."""
+        return self.root / _STEPS
+
+    def step_log(self, attempt: int | str) -> Path:
+        """Rank 0's progress reports in `attempt`: one JSON object a line."""
+        return self.step_logs / f"attempt-{attempt}.jsonl"
+
+    def last_step_slot(self, attempt: int | str, restart: int) -> Path:
+        """Rank 0's latest progress report in one restart round of `attempt` (a small binary
+        file it maps and overwrites at every report: it survives the process's crash)."""
+        return self.step_logs / f"attempt-{attempt}.restart-{restart}.last"
+
+    def last_step_slots(self, attempt: int | str) -> dict[int, Path]:
+        """The last-step slots of every restart round of `attempt` that has one, by round."""
+        prefix, suffix = f"attempt-{attempt}.restart-", ".last"
+        found = {}
+        for path in self.step_logs.glob(f"{prefix}*{suffix}"):
+            restart = path.name.removeprefix(prefix).removesuffix(suffix)
+            if restart.isdigit():
+                found[int(restart)] = path
+        return found
 
     @property
     def launcher_status_dir(self) -> Path:

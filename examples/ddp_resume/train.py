@@ -7,9 +7,14 @@ finished flag ($FAULT_TOL_FINISHED_FLAG_FILE) only when all steps are done. The 
 generated from (seed, s), so a resumed run ends with bitwise the same parameters as an
 uninterrupted one.
 
+It reports every step to ftslurm (`ftslurm.report_progress`: the goodput accounting and the
+ETA of `ftslurm report`), marking the steps it checkpointed.
+
 Fault injection for demos and tests (each fires once per run, remembered in the checkpoint dir):
   --crash-at-step S   rank --fault-rank exits with code 1 at step S
   --hang-at-step S    rank --fault-rank stops making progress (sleeps forever) at step S
+  --step-log FILE     rank 0 appends "<time> <step> <attempt> <restart>" after every step: the
+                      workload's own account, to check `ftslurm report` against
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ftslurm import GracefulShutdown
+from ftslurm import GracefulShutdown, report_progress
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crash-at-step", type=int, default=None)
     parser.add_argument("--hang-at-step", type=int, default=None)
     parser.add_argument("--fault-rank", type=int, default=0, help="the rank that crashes/hangs")
+    parser.add_argument("--step-log", type=Path, default=None,
+                        help="rank 0 appends '<time> <step> <attempt> <restart>' per step")
     return parser.parse_args(argv)
 
 
@@ -137,17 +144,25 @@ def train(args: argparse.Namespace) -> int:
             client.send_heartbeat()
         if args.step_time:
             time.sleep(args.step_time)
+        if rank == 0 and args.step_log is not None:
+            with args.step_log.open("a") as out:
+                out.write(f"{time.time():.3f} {step} {os.environ.get('FTSLURM_ATTEMPT', '?')} "
+                          f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}\n")
         if stopper.should_stop():
             save(ckpt, step, model, opt)
+            report_progress(step, total=args.steps, checkpointed=True)
             if rank == 0:
                 cause = stopper.received_signal.name if stopper.received_signal else "a peer"
                 print(f"stopped by {cause} at step {step}; "
                       "checkpoint saved", flush=True)
             break
-        if step % args.ckpt_every == 0:
+        saved = step % args.ckpt_every == 0
+        if saved:
             save(ckpt, step, model, opt)
+        report_progress(step, total=args.steps, checkpointed=saved)
     else:
         save(ckpt, step, model, opt)
+        report_progress(step, total=args.steps, checkpointed=True)
         flag = os.environ.get("FAULT_TOL_FINISHED_FLAG_FILE")
         if rank == 0:
             print(f"finished {step} steps; params {params_digest(model)}", flush=True)

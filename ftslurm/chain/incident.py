@@ -315,8 +315,9 @@ def _victim_entry(end: Mapping[str, Any], error: tracebacks.ErrorLine | None) ->
 
 def _scheduler_entry(job: JobState | None, view: AttemptView | None) -> dict[str, Any] | None:
     if job is not None:
-        entry = {"state": job.state, "reason": job.reason, "exit_code": job.exit_code,
-                 "signal": _signal_name(job.signal), "nodes": list(job.nodes)}
+        entry: dict[str, Any] = {
+            "state": job.state, "reason": job.reason, "exit_code": job.exit_code,
+            "signal": _signal_name(job.signal), "nodes": list(job.nodes)}
         if job.node_problems is not None:
             entry["node_problems"] = dict(job.node_problems)
         return entry

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftslurm.backends.base import JobState
+from ftslurm.chain.goodput import run_cost, summary_line
 from ftslurm.chain.incident import incident_cause
 from ftslurm.chain.loop import WatchUpdate
 from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus
@@ -155,8 +156,18 @@ def status_data(state: RunState, settings: ChainSettings,
         "last_progress": state.last_progress,
         "stalled": None if scheduler.stale else stall(state, settings),
         "scheduler": scheduler.to_json(),
+        "goodput": _goodput(state, settings),
         "attempts": attempt_rows(state, settings, jobs),
     }
+
+
+def _goodput(state: RunState, settings: ChainSettings) -> dict[str, Any]:
+    """The run's goodput, time lost by cause and ETA in brief (`ftslurm report` has it all)."""
+    cost = run_cost(settings.run_dir, state).to_json()
+    return {"goodput": cost["totals"]["goodput"], "allocated_s": cost["totals"]["allocated_s"],
+            "progress_known": cost["progress_known"], "lost_by_cause": cost["lost_by_cause"],
+            "eta": cost["eta"], "total_steps": cost["total_steps"],
+            "last_step": cost["last_step"], "line": summary_line(cost)}
 
 
 def _row_cells(row: dict[str, Any]) -> list[Text]:
@@ -198,6 +209,8 @@ def status_table(data: dict[str, Any]) -> Group:
         + (f", excluding {', '.join(data['excluded_nodes'])}" if data["excluded_nodes"] else "")
         + (", finished flag present" if data["flag_exists"] else ""),
     )
+    if data.get("goodput") and data["attempts"]:
+        summary.append(f"\n{data['goodput']['line']}", style="dim")
     scheduler, stalled = data["scheduler"], data["stalled"]
     if scheduler["stale"] or scheduler["error"]:
         summary.append(f"\nscheduler view stale: {scheduler['error']} (shown from the run "

@@ -26,9 +26,7 @@ from ftslurm.rundir import RunDir
 
 logger = logging.getLogger("ftslurm.launcher")
 
-#: torch's restart round of a worker, in the environment torch builds for it. (Not in
-#: `env_vars`: ftslurm neither sets nor reads it across a process boundary; torch sets it.)
-_RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"
+_RESTART_COUNT = env_vars.TORCHELASTIC_RESTART_COUNT
 
 #: The tee'd lines' prefix when the user set none (torch's template syntax): the global rank.
 RANK_LINE_PREFIX = "[${rank}]:"

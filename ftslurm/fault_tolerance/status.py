@@ -23,6 +23,7 @@ process end the launcher saw, in every round, successes included (see docs/fault
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 from ftslurm import env_vars
 from ftslurm.atomic import write_json_atomic
+from ftslurm.rundir import RunDir
 from ftslurm.vocabulary import Vocabulary
 
 
@@ -139,6 +141,20 @@ class StatusFile:
         write_json_atomic(self.path, self.data, indent=2, sort_keys=False)
 
 
+def read_status_files(run_dir: str | os.PathLike[str], attempt: int) -> list[dict[str, Any]]:
+    """The readable status files of `attempt`'s launchers (one per node), sorted by node; a
+    file that is missing, unreadable or not a JSON object is skipped (no evidence)."""
+    found = []
+    for path in RunDir(run_dir).launcher_statuses(attempt):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            found.append(doc)
+    return found
+
+
 __all__ = [
     "NODE_EVENTS",
     "EventKind",
@@ -147,4 +163,5 @@ __all__ = [
     "StatusFile",
     "TimeoutSource",
     "node_name",
+    "read_status_files",
 ]

@@ -18,6 +18,7 @@ launcher it warns once and only keeps the finished flag. See docs/lightning.md.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import warnings
@@ -60,6 +61,7 @@ from ftslurm.lightning.state import (
     load_legacy_timeouts,
     write_flag,
 )
+from ftslurm.progress import ProgressReporter, reporter_from_env
 from ftslurm.rundir import RunDir
 
 _warned_outside_launcher = False
@@ -98,6 +100,18 @@ class _TrainerShutdown(GracefulShutdown):
             for signum, handler in list(saved.items()):
                 if getattr(handler, "__self__", None) is self:
                     saved[signum] = self.original_handler(signum)
+
+
+def _total_steps(trainer: Trainer) -> int | None:
+    """The global step at which the fit ends, for the ETA: `max_steps`, else Lightning's
+    estimate from the epochs and the data; None when neither is finite."""
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    try:
+        estimate = float(trainer.estimated_stepping_batches)
+    except Exception:  # an iterable dataset without a length, or no limit at all
+        return None
+    return int(estimate) if math.isfinite(estimate) and estimate > 0 else None
 
 
 class FaultToleranceCallback(Callback):
@@ -170,6 +184,8 @@ class FaultToleranceCallback(Callback):
         self._flag: Path | None = None
         self._loaded: HeartbeatTimeouts | None = None
         self._train_iters = 0
+        self._total_steps: int | None = None
+        self._progress: ProgressReporter | None = None
         self._pending: set[str] = set()
         self._observed: set[str] = set()
         self._learned_mid_run = False
@@ -248,6 +264,8 @@ class FaultToleranceCallback(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._take_over_signals()
         self._beat()
+        self._total_steps = _total_steps(trainer)
+        self._progress = reporter_from_env() if trainer.is_global_zero else None
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule,
                                 outputs: Any, batch: Any, batch_idx: int,
@@ -264,9 +282,13 @@ class FaultToleranceCallback(Callback):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         self._pending.add("save")
+        if self._progress is not None:
+            self._progress.report(trainer.global_step, total=self._total_steps, checkpointed=True)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._progress is not None:
+            self._progress.report(trainer.global_step, total=self._total_steps)
         if self._client is None:
             return
         self._beat()
@@ -288,6 +310,8 @@ class FaultToleranceCallback(Callback):
         # on_fit_end also runs when the fit loop was skipped because a resumed checkpoint was
         # already complete, so a crash between "done" and the flag cannot loop the chain forever.
         self._beat()
+        if self._progress is not None:
+            self._progress.flush()
         if self._flag is None or self.stopped_by_signal or self._crashed:
             return
         if not (_limits_reached(trainer) or trainer.should_stop):

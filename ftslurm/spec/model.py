@@ -313,6 +313,11 @@ def _read_launch(top: Section) -> Launch:
         top.error("container_mounts", "an entry holds ','; give one SRC:DST[:FLAGS] per item")
     if mounts and not top.has("container_image"):
         top.error("container_mounts", "needs container_image (pyxis mounts into a container)")
+    python = top.string("python", "python3")
+    if python in BASH_BUILTINS:
+        top.error("python", f"{python!r} is a bash builtin: the script would run the builtin, "
+                            "not a program of that name; give its path (e.g. /usr/bin/"
+                            f"{python})")
     return Launch(
         launcher=launcher,
         max_restarts=max_restarts,
@@ -320,11 +325,23 @@ def _read_launch(top: Section) -> Launch:
         srun_args=top.string_list("srun_args"),
         container_image=top.string("container_image", None),
         container_mounts=mounts,
-        python=top.string("python", "python3"),
+        python=python,
     )
 
 
+#: bash's builtins (`compgen -b`): a command word of one of these names runs the builtin,
+#: however it is quoted, so `python:` may not be one.
+BASH_BUILTINS = frozenset({
+    ".", ":", "[", "alias", "bg", "bind", "break", "builtin", "caller", "cd", "command",
+    "compgen", "complete", "compopt", "continue", "declare", "dirs", "disown", "echo", "enable",
+    "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash", "help", "history",
+    "jobs", "kill", "let", "local", "logout", "mapfile", "popd", "printf", "pushd", "pwd", "read",
+    "readarray", "readonly", "return", "set", "shift", "shopt", "source", "suspend", "test",
+    "times", "trap", "true", "type", "typeset", "ulimit", "umask", "unalias", "unset", "wait",
+})
+
 __all__ = [
+    "BASH_BUILTINS",
     "LAUNCHERS",
     "RUN_DIR_RESERVED_NAMES",
     "Command",

@@ -40,6 +40,7 @@ from ftslurm.fault_tolerance.timeouts import (  # noqa: E402
 )
 from ftslurm.lightning import FaultToleranceCallback, FaultToleranceCallbackError  # noqa: E402
 from ftslurm.lightning.state import LEGACY_STATE_FILE, load_legacy_timeouts  # noqa: E402
+from ftslurm.progress import read_step_log  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -125,6 +126,21 @@ def test_heartbeats_flow_into_the_slot_and_the_flag_marks_completion(
     # train start, every step, train end, fit end
     assert state.heartbeat_count == 1 + trainer.global_step + 2 == 9
     assert callback.wrote_finished_flag and flag.exists()
+
+
+def test_the_global_steps_and_checkpoints_are_reported_as_progress(
+        tmp_path: Path, flag: Path, slot: Slot, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("FTSLURM_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("FTSLURM_ATTEMPT", "2")
+    monkeypatch.setenv("RANK", "0")
+    _fit(tmp_path, FaultToleranceCallback(autoresume=True, calculate_timeouts=False),
+         max_steps=6)
+    points = read_step_log(run_dir, 2)
+    assert points[0].step == 1 and points[-1].step == 6
+    assert all(p.total == 6 for p in points)
+    # ModelCheckpoint saves every 2 steps: each save is reported as checkpointed at once
+    assert [p.step for p in points if p.checkpointed == p.step] == [2, 4, 6]
 
 
 def test_sigterm_stops_at_the_next_step_saves_and_writes_no_flag(

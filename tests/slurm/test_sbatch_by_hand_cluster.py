@@ -54,6 +54,9 @@ def test_sbatch_of_a_rendered_script_crashes_once_and_finishes(tmp_path: Path) -
                                    (attempts[1]["job_id"], "finished", False, False)]
     status = ftslurm("status", str(run_dir))
     assert status.returncode == 0 and first_job in status.stdout, status.stdout
+    explained = ftslurm("explain", str(run_dir), "--attempt", "1")
+    assert explained.returncode == 0 and f"attempt 1 (job {first_job}): failed" in \
+        explained.stdout, explained.stdout + explained.stderr
     limits = accounting([a["job_id"] for a in attempts])
     assert limits[first_job][1] == "00:05:00"  # sbatch's own option held for its job
     assert limits[attempts[1]["job_id"]][1] == "00:10:00"  # the chain submits the script's
@@ -88,6 +91,20 @@ def test_two_sbatch_at_once_never_train_side_by_side(tmp_path: Path) -> None:
     assert (run_dir / "runs").read_text().strip() == "1"  # the workload ran once
     assert all(not a["counted_failure"] for a in data["attempts"])
     assert accounting([loser])[loser][0] == "COMPLETED"  # refused is not a failure
+
+
+def test_cancel_stops_a_run_started_by_hand(tmp_path: Path) -> None:
+    script = render_to_file(write_spec(tmp_path, "wait-file", time_limit="10:00"))
+    job = sbatch(script)
+    run_dir = tmp_path / "run"
+    wait_for(lambda: (run_dir / "progress").exists(), "the job submitted by hand to train")
+    cancelled = ftslurm("cancel", str(run_dir))
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    data = run_ended(run_dir)
+    assert no_jobs_left(run_dir)
+    assert data["state"] == "cancelled"
+    assert [(a["job_id"], a["submitted_by_hand"]) for a in ran(data)] == [(job, True)]
+    assert all(a["outcome"] == "cancelled" for a in data["attempts"][1:])  # its successors
 
 
 @pytest.mark.slow

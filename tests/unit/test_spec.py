@@ -134,6 +134,7 @@ def test_every_error_is_reported_at_once_with_file_line_and_key(tmp_path: Path) 
     ("signals: {stop_grace: 400}", "job.yaml:3: signals.stop_grace: the ranks get 400 s"),
     ("template: nowhere.sbatch", "job.yaml:3: template:"),
     ("container_mounts: [/a:/b]", "job.yaml:3: container_mounts: needs container_image"),
+    ("python: 'true'", "job.yaml:3: python: 'true' is a bash builtin"),
 ])
 def test_bad_values_name_the_key_line_and_expectation(tmp_path: Path, text: str,
                                                       expected: str) -> None:

@@ -1,0 +1,217 @@
+"""The workload's progress: `report_progress(step)` on the training side, what it leaves in the
+run directory, and its reader for the goodput accounting (docs/goodput.md).
+
+    from ftslurm import report_progress
+    for step in range(start, total):
+        train_step()
+        report_progress(step + 1, total=total, checkpointed=saved_this_step)
+
+Any rank may call it every step; only global rank 0's calls count, and outside a run
+(`$FTSLURM_RUN_DIR` / `$FTSLURM_ATTEMPT` unset) it does nothing. A call costs about what
+`RankMonitorClient.send_heartbeat()` costs: one `struct.pack_into` into a small file-backed
+shared mapping (`RunDir.last_step_slot`, one per restart round), which keeps the latest report
+even when the process dies the next instant (the kernel owns the page). A line goes to the
+attempt's step log (`RunDir.step_log`) only when a second has passed since the last one, when a
+checkpoint was saved, when the total changed, on the first call and at exit:
+`{"t": <epoch s>, "step": N, "ckpt": <last checkpointed step or null>, "total": <or null>,
+"restart": <torch elastic restart round>}`. The same writes keep the chain's progress marker
+(`RunDir.progress`) at the step.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import math
+import mmap
+import os
+import struct
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftslurm import env_vars
+from ftslurm.atomic import write_atomic
+from ftslurm.rundir import RunDir
+
+__all__ = ["FLUSH_INTERVAL_S", "ProgressPoint", "ProgressReporter", "read_step_log",
+           "report_progress", "reporter_from_env"]
+
+#: At most one step-log line per this many seconds (checkpoints and exits are written at once).
+FLUSH_INTERVAL_S = 1.0
+
+#: The last-step slot: magic, version, time (epoch s), step, checkpointed step and total (-1 for
+#: none). Written as one `pack_into`; a reader that sees the magic sees a whole report, because a
+#: report never changes the magic and x86/arm64 store aligned 8-byte fields whole.
+_SLOT = struct.Struct("<4sIdqqq")
+_MAGIC = b"FTPG"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProgressPoint:
+    """One progress report."""
+
+    time: float
+    step: int
+    checkpointed: int | None = None
+    total: int | None = None
+    restart: int = 0
+
+
+class ProgressReporter:
+    """Rank 0's reporter for one restart round of one attempt; `report_progress` uses one per
+    process."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], attempt: str, *, restart: int = 0,
+                 interval: float = FLUSH_INTERVAL_S) -> None:
+        self._paths = RunDir(run_dir)
+        self._log = self._paths.step_log(attempt)
+        self._restart = restart
+        self._interval = interval
+        self._step: int | None = None
+        self._checkpointed = -1
+        self._total = -1
+        self._written_step: int | None = None
+        self._flushed: tuple[int, int, int] | None = None
+        self._next_flush = 0.0
+        self._broken = False
+        self._slot: memoryview | None = None
+        try:
+            self._slot = _map_slot(self._paths.last_step_slot(attempt, restart))
+        except OSError:
+            self._broken = True
+
+    def report(self, step: int, *, total: int | None = None, checkpointed: bool = False) -> None:
+        """Record that training reached `step` (checkpointed at it when `checkpointed`)."""
+        urgent = checkpointed or (total is not None and total != self._total)
+        self._step = step
+        if checkpointed:
+            self._checkpointed = step
+        if total is not None:
+            self._total = total
+        now = time.time()
+        if self._slot is not None:
+            _SLOT.pack_into(self._slot, 0, _MAGIC, _VERSION, now, step, self._checkpointed,
+                            self._total)
+        if urgent or now >= self._next_flush:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Write the latest step to the step log (if it is new there). Never raises: progress
+        reporting must not stop a training; a run directory that cannot be written is left."""
+        if self._step is None or self._broken:
+            return
+        now = time.time() if now is None else now
+        self._next_flush = now + self._interval
+        latest = (self._step, self._checkpointed, self._total)
+        if latest == self._flushed:
+            return
+        self._flushed = latest
+        point = {"t": round(now, 3), "step": self._step,
+                 "ckpt": None if self._checkpointed < 0 else self._checkpointed,
+                 "total": None if self._total < 0 else self._total, "restart": self._restart}
+        try:
+            with self._log.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(point, separators=(",", ":")) + "\n")
+            if self._step != self._written_step:
+                write_atomic(self._paths.progress, f"{int(self._step)}\n")
+                self._written_step = self._step
+        except OSError:
+            self._broken = True
+
+
+def _map_slot(path: Path) -> memoryview:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, _SLOT.size)
+        mapping = mmap.mmap(fd, _SLOT.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    return memoryview(mapping)
+
+
+def reporter_from_env(environ: Mapping[str, str] | None = None) -> ProgressReporter | None:
+    """A reporter for this process's attempt and restart round, or None when its reports do
+    not count (not global rank 0, or not inside a run)."""
+    env = os.environ if environ is None else environ
+    run_dir, attempt = env.get(env_vars.RUN_DIR), env.get(env_vars.ATTEMPT)
+    if not run_dir or not attempt or env.get(env_vars.RANK, "0") != "0":
+        return None
+    restart = env.get(env_vars.TORCHELASTIC_RESTART_COUNT, "0")
+    return ProgressReporter(run_dir, attempt, restart=int(restart) if restart.isdigit() else 0)
+
+
+_reporter: ProgressReporter | None = None
+_disabled = False
+
+
+def _global_reporter() -> ProgressReporter | None:
+    global _reporter, _disabled
+    if _reporter is not None or _disabled:
+        return _reporter
+    _reporter = reporter_from_env()
+    if _reporter is None:
+        _disabled = True
+    else:
+        atexit.register(_reporter.flush)
+    return _reporter
+
+
+def report_progress(step: int, *, total: int | None = None, checkpointed: bool = False) -> None:
+    """Tell ftslurm that training reached `step` (an int that grows; the global step).
+
+    `total`: the step at which training is done, when known (gives the ETA). `checkpointed`:
+    a checkpoint holding this step was just saved (a later attempt resumes from it; steps after
+    it that the next attempt redoes are lost work). Only global rank 0's calls count; outside a
+    run this does nothing. Cheap enough for every step (docs/benchmarks.md)."""
+    reporter = _reporter if _reporter is not None else _global_reporter()
+    if reporter is not None:
+        reporter.report(step, total=total, checkpointed=checkpointed)
+
+
+def read_step_log(run_dir: str | os.PathLike[str], attempt: int) -> list[ProgressPoint]:
+    """An attempt's progress reports in time order: the step log's lines, and each restart
+    round's latest report from its slot when the log lacks it (the process died before its
+    next line). [] when there are none; a line cut by a crash is skipped."""
+    paths = RunDir(run_dir)
+    points = list(_points(paths.step_log(attempt)))
+    for restart, slot in sorted(paths.last_step_slots(attempt).items()):
+        last = _slot_point(slot, restart)
+        known = [p for p in points if p.restart == restart]
+        if last is not None and (not known or last.time > known[-1].time):
+            points.append(last)
+    return sorted(points, key=lambda p: p.time)
+
+
+def _slot_point(path: Path, restart: int) -> ProgressPoint | None:
+    with contextlib.suppress(OSError):
+        data = path.read_bytes()
+        if len(data) >= _SLOT.size:
+            magic, version, at, step, checkpointed, total = _SLOT.unpack_from(data)
+            if magic == _MAGIC and version == _VERSION and math.isfinite(at) and at > 0:
+                return ProgressPoint(time=at, step=step,
+                                     checkpointed=None if checkpointed < 0 else checkpointed,
+                                     total=None if total < 0 else total, restart=restart)
+    return None
+
+
+def _points(path: Path) -> Iterator[ProgressPoint]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            doc = json.loads(line)
+            point = ProgressPoint(
+                time=float(doc["t"]), step=int(doc["step"]),
+                checkpointed=None if doc.get("ckpt") is None else int(doc["ckpt"]),
+                total=None if doc.get("total") is None else int(doc["total"]),
+                restart=int(doc.get("restart") or 0))
+        except (ValueError, KeyError, TypeError):
+            continue
+        yield point
