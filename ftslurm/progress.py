@@ -12,23 +12,20 @@ Any rank may call it every step; only global rank 0's calls count, and outside a
 shared mapping (`RunDir.last_step_slot`, one per restart round), which keeps the latest report
 even when the process dies the next instant (the kernel owns the page). A line goes to the
 attempt's step log (`RunDir.step_log`) only when a second has passed since the last one, when a
-checkpoint was saved, when the total changed, on the first call and at exit:
-`{"t": <epoch s>, "step": N, "ckpt": <last checkpointed step or null>, "total": <or null>,
-"restart": <torch elastic restart round>}`. The same writes keep the chain's progress marker
-(`RunDir.progress`) at the step.
+checkpoint was saved, when the total changed, on the first call and at exit (`format_line`).
+The same writes keep the chain's progress marker (`RunDir.progress`) at the step.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import math
 import mmap
 import os
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +33,8 @@ from ftslurm import env_vars
 from ftslurm.atomic import write_atomic
 from ftslurm.rundir import RunDir
 
-__all__ = ["FLUSH_INTERVAL_S", "ProgressPoint", "ProgressReporter", "read_step_log",
-           "report_progress", "reporter_from_env"]
+__all__ = ["FLUSH_INTERVAL_S", "ProgressPoint", "ProgressReporter", "format_line",
+           "read_step_log", "read_reports", "report_progress", "reporter_from_env"]
 
 #: At most one step-log line per this many seconds (checkpoints and exits are written at once).
 FLUSH_INTERVAL_S = 1.0
@@ -110,12 +107,13 @@ class ProgressReporter:
         if latest == self._flushed:
             return
         self._flushed = latest
-        point = {"t": round(now, 3), "step": self._step,
-                 "ckpt": None if self._checkpointed < 0 else self._checkpointed,
-                 "total": None if self._total < 0 else self._total, "restart": self._restart}
+        line = format_line(ProgressPoint(
+            time=now, step=self._step,
+            checkpointed=None if self._checkpointed < 0 else self._checkpointed,
+            total=None if self._total < 0 else self._total, restart=self._restart))
         try:
             with self._log.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(point, separators=(",", ":")) + "\n")
+                out.write(line)
             if self._step != self._written_step:
                 write_atomic(self._paths.progress, f"{int(self._step)}\n")
                 self._written_step = self._step
@@ -173,18 +171,39 @@ def report_progress(step: int, *, total: int | None = None, checkpointed: bool =
         reporter.report(step, total=total, checkpointed=checkpointed)
 
 
+def format_line(point: ProgressPoint) -> str:
+    """One step-log line: `<epoch s> <step> <checkpointed step|-> <total|-> <restart round>`."""
+    def text(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    return (f"{point.time:.3f} {point.step} {text(point.checkpointed)} {text(point.total)} "
+            f"{point.restart}\n")
+
+
 def read_step_log(run_dir: str | os.PathLike[str], attempt: int) -> list[ProgressPoint]:
-    """An attempt's progress reports in time order: the step log's lines, and each restart
-    round's latest report from its slot when the log lacks it (the process died before its
-    next line). [] when there are none; a line cut by a crash is skipped."""
+    """An attempt's progress reports in time order (`read_reports` for one attempt)."""
+    return read_reports(run_dir, [attempt]).get(attempt, [])
+
+
+def read_reports(run_dir: str | os.PathLike[str], attempts: Iterable[int]
+                   ) -> dict[int, list[ProgressPoint]]:
+    """The progress reports of each of `attempts`, in time order: its step log's lines, and
+    each restart round's latest report from its slot when the log lacks it (the process died
+    before its next line). Attempts without reports are left out; a line cut by a crash is
+    skipped."""
     paths = RunDir(run_dir)
-    points = list(_points(paths.step_log(attempt)))
-    for restart, slot in sorted(paths.last_step_slots(attempt).items()):
-        last = _slot_point(slot, restart)
-        known = [p for p in points if p.restart == restart]
-        if last is not None and (not known or last.time > known[-1].time):
-            points.append(last)
-    return sorted(points, key=lambda p: p.time)
+    slots = paths.last_step_slot_index()
+    found = {}
+    for attempt in attempts:
+        points = list(_points(paths.step_log(attempt)))
+        for restart, slot in sorted(slots.get(attempt, {}).items()):
+            last = _slot_point(slot, restart)
+            known = [p for p in points if p.restart == restart]
+            if last is not None and (not known or last.time > known[-1].time):
+                points.append(last)
+        if points:
+            found[attempt] = sorted(points, key=lambda p: p.time)
+    return found
 
 
 def _slot_point(path: Path, restart: int) -> ProgressPoint | None:
@@ -199,19 +218,23 @@ def _slot_point(path: Path, restart: int) -> ProgressPoint | None:
     return None
 
 
+def _optional(text: str) -> int | None:
+    return None if text == "-" else int(text)
+
+
 def _points(path: Path) -> Iterator[ProgressPoint]:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return
     for line in lines:
+        fields = line.split()
+        if len(fields) != 5:
+            continue
         try:
-            doc = json.loads(line)
-            point = ProgressPoint(
-                time=float(doc["t"]), step=int(doc["step"]),
-                checkpointed=None if doc.get("ckpt") is None else int(doc["ckpt"]),
-                total=None if doc.get("total") is None else int(doc["total"]),
-                restart=int(doc.get("restart") or 0))
-        except (ValueError, KeyError, TypeError):
+            point = ProgressPoint(time=float(fields[0]), step=int(fields[1]),
+                                  checkpointed=_optional(fields[2]), total=_optional(fields[3]),
+                                  restart=int(fields[4]))
+        except ValueError:
             continue
         yield point

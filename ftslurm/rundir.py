@@ -20,7 +20,7 @@ callers ask a `RunDir` for a path. tests/unit/test_contracts.py checks that.
     local_jobs/                   the local backend's job folders (`local_jobs`)
     logs/attempt-<N>/             `rank-<R>.restart-<k>.out|err`: each rank's output (`rank_log`)
     incidents/                    `attempt-<N>.json`: how each attempt ended, with evidence
-    step_logs/                    `attempt-<N>.jsonl`: the workload's progress reports (`step_log`),
+    step_logs/                    `attempt-<N>.log`: the workload's progress reports (`step_log`),
                                   `attempt-<N>.restart-<k>.last`: the latest one (`last_step_slot`)
 """
 
@@ -160,22 +160,23 @@ class RunDir:
         return self.root / _STEPS
 
     def step_log(self, attempt: int | str) -> Path:
-        """Rank 0's progress reports in `attempt`: one JSON object a line."""
-        return self.step_logs / f"attempt-{attempt}.jsonl"
+        """Rank 0's progress reports in `attempt`: one line each."""
+        return self.step_logs / f"attempt-{attempt}.log"
 
     def last_step_slot(self, attempt: int | str, restart: int) -> Path:
         """Rank 0's latest progress report in one restart round of `attempt` (a small binary
         file it maps and overwrites at every report: it survives the process's crash)."""
         return self.step_logs / f"attempt-{attempt}.restart-{restart}.last"
 
-    def last_step_slots(self, attempt: int | str) -> dict[int, Path]:
-        """The last-step slots of every restart round of `attempt` that has one, by round."""
-        prefix, suffix = f"attempt-{attempt}.restart-", ".last"
-        found = {}
-        for path in self.step_logs.glob(f"{prefix}*{suffix}"):
-            restart = path.name.removeprefix(prefix).removesuffix(suffix)
-            if restart.isdigit():
-                found[int(restart)] = path
+    def last_step_slot_index(self) -> dict[int, dict[int, Path]]:
+        """Every last-step slot, by attempt and restart round (one listing of the folder)."""
+        found: dict[int, dict[int, Path]] = {}
+        for name in _listing(self.step_logs):
+            attempt, dot, rest = name.removeprefix("attempt-").partition(".restart-")
+            restart = rest.removesuffix(".last")
+            if (name.startswith("attempt-") and dot and rest.endswith(".last")
+                    and attempt.isdigit() and restart.isdigit()):
+                found.setdefault(int(attempt), {})[int(restart)] = self.step_logs / name
         return found
 
     @property
@@ -190,10 +191,27 @@ class RunDir:
         """The status files of every launcher of `attempt`, sorted by node."""
         return sorted(self.launcher_status_dir.glob(f"attempt-{attempt}.*.json"))
 
+    def launcher_status_index(self) -> dict[int, list[Path]]:
+        """Every launcher status file, by attempt, sorted by node (one listing of the folder)."""
+        found: dict[int, list[Path]] = {}
+        for name in sorted(_listing(self.launcher_status_dir)):
+            attempt, dot, rest = name.removeprefix("attempt-").partition(".")
+            if name.startswith("attempt-") and dot and rest.endswith(".json") and \
+                    attempt.isdigit():
+                found.setdefault(int(attempt), []).append(self.launcher_status_dir / name)
+        return found
+
     @property
     def local_jobs(self) -> Path:
         """The local backend's job folders."""
         return self.root / _LOCAL_JOBS
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 __all__ = ["RunDir"]

@@ -38,8 +38,8 @@ from typing import Any
 
 from ftslurm.chain.outcome import AttemptStatus, Outcome
 from ftslurm.chain.runstate import AttemptView, RunState
-from ftslurm.fault_tolerance.status import EventKind, read_status_files
-from ftslurm.progress import ProgressPoint, read_step_log
+from ftslurm.fault_tolerance.status import EventKind, read_all_status_files
+from ftslurm.progress import ProgressPoint, read_reports
 from ftslurm.timefmt import clock, duration
 
 __all__ = ["FORMAT", "VERSION", "AttemptCost", "Eta", "Restart", "RunCost", "attempt_cause",
@@ -49,8 +49,11 @@ __all__ = ["FORMAT", "VERSION", "AttemptCost", "Eta", "Restart", "RunCost", "att
 FORMAT = "ftslurm.goodput"
 VERSION = 1
 
-#: The most points of the progress curve kept per attempt (the curve is for looking at).
-CURVE_POINTS_PER_ATTEMPT = 400
+#: About how many points of the progress curve are kept, shared among the attempts (at least
+#: CURVE_MIN_POINTS_PER_ATTEMPT each, every restart round's first and last among them): the
+#: curve is for looking at.
+CURVE_POINTS = 4000
+CURVE_MIN_POINTS_PER_ATTEMPT = 8
 
 _OUTCOME_CAUSE = {
     Outcome.FAILED: "crash", Outcome.FATAL: "crash", Outcome.PREEMPTED: "preemption",
@@ -182,10 +185,10 @@ def _resume_step(next_points: Sequence[ProgressPoint] | None, checkpointed: int 
     return checkpointed
 
 
-def _restart_causes(run_dir: str, attempt: int) -> list[tuple[float, str]]:
-    """(time, cause) of the launchers' restarts in an attempt, in time order."""
+def _restart_causes(docs: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    """(time, cause) of the launchers' restarts in an attempt (its status files), in order."""
     found = []
-    for doc in read_status_files(run_dir, attempt):
+    for doc in docs:
         for event in doc.get("events") or []:
             cause = _RESTART_KINDS.get(str(event.get("kind")))
             if cause is not None and event.get("action") == "restart":
@@ -242,11 +245,18 @@ def _attempt_cost(view: AttemptView, eligible_at: float | None, points: list[Pro
 
 
 def _thin(points: Sequence[ProgressPoint], keep: int) -> list[ProgressPoint]:
+    """About `keep` of an attempt's points, evenly spaced, with every restart round's first and
+    last point (where the curve falls back)."""
     if len(points) <= keep:
         return list(points)
-    stride = len(points) / keep
-    picked = [points[int(i * stride)] for i in range(keep)]
-    return [*picked[:-1], points[-1]]
+    rounds = _segments(points)
+    share = max(2, keep // len(rounds))
+    kept: list[ProgressPoint] = []
+    for one in rounds:
+        stride = max(1.0, (len(one) - 1) / (share - 1))
+        picked = {0, len(one) - 1, *(min(len(one) - 1, int(i * stride)) for i in range(share))}
+        kept += [one[i] for i in sorted(picked)]
+    return kept
 
 
 def estimate_eta(state: RunState, costs: Sequence[AttemptCost], total: int | None,
@@ -275,7 +285,9 @@ def run_cost(run_dir: str | Path, state: RunState, *, now: float | None = None) 
     now = time.time() if now is None else now
     run_dir = str(run_dir)
     started = [a for a in state.attempts if a.started_at is not None]
-    logs = {a.number: read_step_log(run_dir, a.number) for a in started}
+    found = read_reports(run_dir, [a.number for a in started])
+    logs = {a.number: found.get(a.number, []) for a in started}
+    statuses = read_all_status_files(run_dir, [a.number for a in started])
     costs: list[AttemptCost] = []
     previous_end: float | None = None
     for index, view in enumerate(started):
@@ -286,7 +298,7 @@ def run_cost(run_dir: str | Path, state: RunState, *, now: float | None = None) 
         next_points = _segments(logs[following.number])[0] if following is not None and \
             logs[following.number] else None
         costs.append(_attempt_cost(view, eligible, logs[view.number], next_points,
-                                   _restart_causes(run_dir, view.number), now))
+                                   _restart_causes(statuses.get(view.number, [])), now))
         if view.ended_at is not None:
             previous_end = view.ended_at
 
@@ -296,8 +308,9 @@ def run_cost(run_dir: str | Path, state: RunState, *, now: float | None = None) 
     points = [p for a in started for p in logs[a.number]]
     total = max((p.total for p in points if p.total is not None), default=None)
     last_step = points[-1].step if points else None
+    keep = max(CURVE_MIN_POINTS_PER_ATTEMPT, CURVE_POINTS // max(1, len(started)))
     curve = [[p.time, p.step, a.number, p.restart] for a in started
-             for p in _thin(logs[a.number], CURVE_POINTS_PER_ATTEMPT)]
+             for p in _thin(logs[a.number], keep)]
     return RunCost(
         run_dir=run_dir, run_state=state.run_status.value, generated_at=now,
         progress_known=progress_known, total_steps=total, last_step=last_step, totals=totals,

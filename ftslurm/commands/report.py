@@ -58,7 +58,7 @@ def _summary(console: Console, cost: RunCost) -> None:
                   f"{totals['allocated_node_s'] / 3600:.2f} node-hours")
     console.print(parts)
     if doc["lost_by_cause"]:
-        causes = Table(title="time not training, by cause", title_justify="left")
+        causes = Table(title="not training, by cause", title_justify="left")
         causes.add_column("cause")
         causes.add_column("time", justify="right")
         for cause, seconds in doc["lost_by_cause"].items():

@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +145,22 @@ class StatusFile:
 def read_status_files(run_dir: str | os.PathLike[str], attempt: int) -> list[dict[str, Any]]:
     """The readable status files of `attempt`'s launchers (one per node), sorted by node; a
     file that is missing, unreadable or not a JSON object is skipped (no evidence)."""
-    found = []
-    for path in RunDir(run_dir).launcher_statuses(attempt):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict):
-            found.append(doc)
+    return read_all_status_files(run_dir, [attempt]).get(attempt, [])
+
+
+def read_all_status_files(run_dir: str | os.PathLike[str], attempts: Iterable[int]
+                          ) -> dict[int, list[dict[str, Any]]]:
+    """`read_status_files` for many attempts, listing the folder once."""
+    index = RunDir(run_dir).launcher_status_index()
+    found: dict[int, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        for path in index.get(attempt, []):
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict):
+                found.setdefault(attempt, []).append(doc)
     return found
 
 
@@ -163,5 +172,6 @@ __all__ = [
     "StatusFile",
     "TimeoutSource",
     "node_name",
+    "read_all_status_files",
     "read_status_files",
 ]

@@ -12,7 +12,13 @@ import pytest
 from ftslurm import env_vars, progress
 from ftslurm.chain.goodput import run_cost
 from ftslurm.chain.runstate import RunState, fold
-from ftslurm.progress import ProgressReporter, read_step_log, report_progress
+from ftslurm.progress import (
+    ProgressPoint,
+    ProgressReporter,
+    format_line,
+    read_step_log,
+    report_progress,
+)
 from ftslurm.rundir import RunDir
 
 T0 = 1_800_000_000.0
@@ -41,8 +47,7 @@ def write_steps(run_dir: Path, attempt: int, points: list[tuple[float, int, int 
                 ) -> None:
     path = RunDir(run_dir).step_log(attempt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"t": t, "step": s, "ckpt": c, "total": 100,
-                                        "restart": r}) + "\n" for t, s, c, r in points))
+    path.write_text("".join(format_line(ProgressPoint(t, s, c, 100, r)) for t, s, c, r in points))
 
 
 def steps(start_t: float, first: int, last: int, *, every: float = 1.0, restart: int = 0,
@@ -179,7 +184,7 @@ def test_a_reporter_that_cannot_write_never_raises(tmp_path: Path) -> None:
 def test_a_cut_line_is_skipped(tmp_path: Path) -> None:
     write_steps(tmp_path, 1, steps(T0, 1, 3))
     with RunDir(tmp_path).step_log(1).open("a") as out:
-        out.write('{"t": 1800000003.0, "st')
+        out.write("1800000003.000 4 - 10")
     assert [p.step for p in read_step_log(tmp_path, 1)] == [1, 2, 3]
 
 
