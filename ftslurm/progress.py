@@ -33,8 +33,16 @@ from ftslurm import env_vars
 from ftslurm.atomic import write_atomic
 from ftslurm.rundir import RunDir
 
-__all__ = ["FLUSH_INTERVAL_S", "ProgressPoint", "ProgressReporter", "format_line",
-           "read_step_log", "read_reports", "report_progress", "reporter_from_env"]
+__all__ = [
+    "FLUSH_INTERVAL_S",
+    "ProgressPoint",
+    "ProgressReporter",
+    "format_line",
+    "read_reports",
+    "read_step_log",
+    "report_progress",
+    "reporter_from_env",
+]
 
 #: At most one step-log line per this many seconds (checkpoints and exits are written at once).
 FLUSH_INTERVAL_S = 1.0

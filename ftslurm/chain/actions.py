@@ -12,7 +12,6 @@ must go on through an outage (the hooks, the watch loop, `status`) catch them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,6 @@ from ftslurm.chain.outcome import FAILURE_OUTCOMES, Action, AttemptStatus, Outco
 from ftslurm.chain.policy import (
     Classification,
     Decision,
-    blame_from_evidence,
     blame_nodes,
     classify,
     exclusions,
@@ -43,7 +41,7 @@ from ftslurm.chain.policy import (
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings
 from ftslurm.errors import FtslurmError
-from ftslurm.fault_tolerance.status import EventKind
+from ftslurm.fault_tolerance.status import EventKind, read_status_files
 from ftslurm.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -57,24 +55,15 @@ def make_scheduler(settings: ChainSettings, *, since: float | None = None) -> Sc
 
 
 def launcher_node_evidence(run_dir: str | Path, attempt: int) -> list[dict[str, str]]:
-    """The node evidence in the launchers' status files of an attempt
-    (`<run_dir>/launcher_status/attempt-<N>.<node>.json`, see ftslurm.fault_tolerance.status):
-    `hang_repeat` for a node whose ranks hung in two or more rounds (restarts) of the attempt.
-    A crash event is the application's failure, not the node's, and a single hang may be the
-    workload's too: neither is node evidence. An unreadable file is skipped with a warning:
-    blame is a hint, never a reason to fail."""
+    """The node evidence in the launchers' status files of an attempt (the fallback when its
+    incident record cannot be built): `hang_repeat` for a node whose ranks hung in two or more
+    rounds (restarts) of the attempt. A crash event is the application's failure, not the
+    node's, and a single hang may be the workload's too: neither is node evidence. An
+    unreadable file is no evidence: blame is a hint, never a reason to fail."""
     rounds: dict[str, set[object]] = {}
-    for path in RunDir(run_dir).launcher_statuses(attempt):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            events = data.get("events") or []
-        except (OSError, ValueError, AttributeError) as error:
-            log.warning("ignoring launcher status %s: %s", path, error)
-            continue
-        if not isinstance(events, list):
-            log.warning("ignoring launcher status %s: its events are not a list", path)
-            continue
-        for index, event in enumerate(events):
+    for doc_index, doc in enumerate(read_status_files(run_dir, attempt)):
+        events = doc.get("events")
+        for index, event in enumerate(events if isinstance(events, list) else []):
             if not isinstance(event, dict) or event.get("kind") != EventKind.HANG:
                 continue
             if event.get("node"):
@@ -82,30 +71,10 @@ def launcher_node_evidence(run_dir: str | Path, attempt: int) -> list[dict[str, 
                 # counts as a round of its own.
                 round_ = event.get("restart_count")
                 rounds.setdefault(str(event["node"]), set()).add(
-                    round_ if isinstance(round_, int) else (path.name, index))
+                    round_ if isinstance(round_, int) else (doc_index, index))
     return [{"node": node, "kind": "hang_repeat",
              "detail": f"ranks hung in {len(seen)} rounds of attempt {attempt}"}
             for node, seen in rounds.items() if len(seen) >= 2]
-
-
-def launcher_event_nodes(run_dir: str | Path, attempt: int) -> list[str]:
-    """The nodes the launchers' status files of an attempt give node evidence against
-    (`launcher_node_evidence`: repeated hangs). Crash events never name a node here."""
-    return list(blame_from_evidence(launcher_node_evidence(run_dir, attempt)))
-
-
-def _launcher_statuses(run_dir: str | Path, attempt: int) -> list[dict[str, Any]]:
-    """The readable launcher status files of an attempt (one per node); others are skipped."""
-    found = []
-    for path in RunDir(run_dir).launcher_statuses(attempt):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            log.warning("ignoring launcher status %s: %s", path, error)
-            continue
-        if isinstance(data, dict):
-            found.append(data)
-    return found
 
 
 def launch_status(run_dir: str | Path, attempt: int, srun_status: int) -> int:
@@ -119,7 +88,7 @@ def launch_status(run_dir: str | Path, attempt: int, srun_status: int) -> int:
     """
     if srun_status == 0:
         return 0
-    codes = {data.get("exit_code") for data in _launcher_statuses(run_dir, attempt)}
+    codes = {data.get("exit_code") for data in read_status_files(run_dir, attempt)}
     for decided in (exit_codes.DO_NOT_RETRY, exit_codes.FAILED, exit_codes.STOPPED):
         if decided in codes:
             return decided
@@ -435,7 +404,6 @@ __all__ = [
     "classify_job",
     "end_evidence",
     "launch_status",
-    "launcher_event_nodes",
     "launcher_node_evidence",
     "make_scheduler",
     "note_decision",

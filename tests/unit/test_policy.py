@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ftslurm.chain.actions import launcher_event_nodes, launcher_node_evidence, record_outcome
+from ftslurm.chain.actions import launcher_node_evidence, record_outcome
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.outcome import (
     Outcome,
@@ -261,14 +261,14 @@ def test_launcher_crash_events_are_not_node_evidence(tmp_path: Path) -> None:
     crash = {"kind": "crash", "node": "n1", "rank": 0, "restart_count": 0}
     _status_file(tmp_path, 1, "n1", [crash, {**crash, "restart_count": 1},
                                       {**crash, "restart_count": 2}])
-    assert launcher_node_evidence(tmp_path, 1) == [] and launcher_event_nodes(tmp_path, 1) == []
+    assert launcher_node_evidence(tmp_path, 1) == []
 
 
 def test_a_single_hang_blames_nothing_a_repeated_one_does(tmp_path: Path) -> None:
     hang = {"kind": "hang", "node": "n1", "rank": 0, "restart_count": 0}
     # one round in which two ranks of n1 hung: one hang
     _status_file(tmp_path, 1, "n1", [hang, {**hang, "rank": 1}])
-    assert launcher_event_nodes(tmp_path, 1) == []
+    assert launcher_node_evidence(tmp_path, 1) == []
     # n2 hung in two rounds: a repeated hang; a broken file is skipped, never fatal
     _status_file(tmp_path, 2, "n1", [hang])
     _status_file(tmp_path, 2, "n2", [{**hang, "node": "n2"},
@@ -276,9 +276,9 @@ def test_a_single_hang_blames_nothing_a_repeated_one_does(tmp_path: Path) -> Non
     RunDir(tmp_path).launcher_status(2, "n9").write_text("{not json")
     [item] = launcher_node_evidence(tmp_path, 2)
     assert (item["node"], item["kind"]) == ("n2", "hang_repeat") and "2 rounds" in item["detail"]
-    assert launcher_event_nodes(tmp_path, 2) == ["n2"]
+    assert blame_from_evidence(launcher_node_evidence(tmp_path, 2)) == ("n2",)
     _status_file(tmp_path, 1, "n3", [hang])  # another attempt's file never counts
-    assert launcher_event_nodes(tmp_path, 2) == ["n2"]
+    assert blame_from_evidence(launcher_node_evidence(tmp_path, 2)) == ("n2",)
 
 
 def _settings(run_dir: Path) -> ChainSettings:
