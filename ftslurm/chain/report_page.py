@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ftslurm.timefmt import clock, duration
+
 __all__ = ["render_page"]
 
 _PARTS = (("queue_s", "queue wait"), ("startup_s", "start-up"), ("productive_s", "productive"),
@@ -88,26 +90,13 @@ def _list(value: object) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
-def _duration(seconds: float | None) -> str:
-    """`1h02m`, `3m05s`, `12.3s`; `-` when unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def _seconds(value: object) -> str:
     number = _num(value)
     return "-" if number is None else f"{number:.1f}"
 
 
-def _clock(at: float, fmt: str = "%H:%M:%S") -> str:
-    return time.strftime(fmt, time.localtime(at))
+def _hms(at: float, fmt: str = "%H:%M:%S") -> str:
+    return clock(at, fmt)
 
 
 @dataclass(frozen=True)
@@ -190,7 +179,7 @@ def _time_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
     offset = time.localtime(lo).tm_gmtoff
     first = math.ceil((lo + offset) / step) * step - offset
     fmt = "%m-%d %H:%M" if span > 2 * 86400 else "%H:%M:%S"
-    return [(t, _clock(t, fmt)) for t in _frange(first, hi, step)]
+    return [(t, _hms(t, fmt)) for t in _frange(first, hi, step)]
 
 
 def _frange(start: float, stop: float, step: float) -> Iterable[float]:
@@ -228,7 +217,7 @@ def _attempt_shapes(a: _Attempt, row_of: Mapping[str, int], scale: _Scale) -> tu
     """One attempt's segments and its end markers (drawn last, over the next attempt's queue
     wait), on each of its nodes' rows."""
     name = f"attempt {a.number}"
-    span = f"{_clock(a.start)}\u2013{_clock(a.end)}"
+    span = f"{_hms(a.start)}\u2013{_hms(a.end)}"
     segs: list[tuple[float, float, str, str]] = []  # start, end, class, tooltip
     if a.eligible is not None and a.eligible < a.start:
         segs.append((a.eligible, a.start, "queue", "queue wait"))
@@ -249,7 +238,7 @@ def _attempt_shapes(a: _Attempt, row_of: Mapping[str, int], scale: _Scale) -> tu
             segs.append((a.last - a.tail_lost, a.last, "lost",
                          f"lost work, redone after the {a.cause}"))
         segs.append((a.last, a.end, "stop", "running" if a.running else "stopping"))
-    end_tip = f"{name} {'is running' if a.running else 'ended'}: {a.cause} at {_clock(a.end)}"
+    end_tip = f"{name} {'is running' if a.running else 'ended'}: {a.cause} at {_hms(a.end)}"
     out = [f'<g class="attempt" data-attempt="{_esc(a.number)}" data-cause="{_esc(a.cause)}">'
            f"<title>{_esc(f'{name} ({span}) on {len(a.nodes)} node(s): {a.cause}')}</title>"]
     markers = []
@@ -257,8 +246,8 @@ def _attempt_shapes(a: _Attempt, row_of: Mapping[str, int], scale: _Scale) -> tu
         y = 8 + row_of[node] * _ROW_H
         for start, end, cls, tip in segs:
             if end > start:
-                text = f"{name} on {node}: {tip}, {_clock(start)}\u2013{_clock(end)} " \
-                       f"({_duration(end - start)})"
+                text = f"{name} on {node}: {tip}, {_hms(start)}\u2013{_hms(end)} " \
+                       f"({duration(end - start)})"
                 out.append(_rect(scale(start), scale(end), y + _BAR_Y, _BAR_H, cls, text))
         x, mid = scale(a.end), y + _BAR_Y + _BAR_H / 2
         color = _CAUSE_COLOR.get(a.cause, "#495057")
@@ -311,7 +300,7 @@ def _timeline(attempts: Sequence[_Attempt], scale: _Scale, now: float | None) ->
     if now is not None and any(a.running for a in attempts):
         x = scale(now)
         out.append(f'<line class="now" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{axis_y}">'
-                   f"<title>now ({_clock(now)})</title></line>")
+                   f"<title>now ({_hms(now)})</title></line>")
     out.append("</svg>")
     return "\n".join(out)
 
@@ -332,7 +321,7 @@ def _curve_svg(points: Sequence[tuple[float, float, str, str]], attempts: Sequen
         if a.tail_lost > 0 and a.last is not None:
             bands.append((a.last - a.tail_lost, a.last, a.cause))
         for start, end, cause in bands:
-            tip = f"attempt {a.number}: work lost to the {cause}, {_duration(end - start)} redone"
+            tip = f"attempt {a.number}: work lost to the {cause}, {duration(end - start)} redone"
             out.append(f'<rect class="lostband" x="{scale(start):.1f}" y="{y_top}" '
                        f'width="{max(scale(end) - scale(start), 1.0):.1f}" '
                        f'height="{y_bottom - y_top}"><title>{_esc(tip)}</title></rect>')
@@ -379,9 +368,9 @@ def _header(doc: Mapping[str, Any]) -> str:
     node_s = _num(totals.get("allocated_node_s"))
     generated = _num(doc.get("generated_at"))
     facts = [("goodput", "-" if goodput is None else f"{goodput:.1%}", "productive / allocated"),
-             ("allocated", _duration(_num(totals.get("allocated_s"))),
+             ("allocated", duration(_num(totals.get("allocated_s"))),
               "-" if node_s is None else f"{node_s / 3600:.2f} node-hours"),
-             ("queue wait", _duration(_num(totals.get("queue_s"))), "outside allocations"),
+             ("queue wait", duration(_num(totals.get("queue_s"))), "outside allocations"),
              ("in-place restarts", str(int(_num(totals.get("restarts")) or 0)), "")]
     last, total = _num(doc.get("last_step")), _num(doc.get("total_steps"))
     if last is not None:
@@ -389,14 +378,14 @@ def _header(doc: Mapping[str, Any]) -> str:
     eta = _map(doc.get("eta"))
     finish = _num(eta.get("finish_at"))
     if finish is not None:
-        facts.append(("ETA", _clock(finish, "%Y-%m-%d %H:%M"),
+        facts.append(("ETA", _hms(finish, "%Y-%m-%d %H:%M"),
                       f"{int(_num(eta.get('remaining_steps')) or 0):,} steps left"))
     boxes = "".join(f'<div class="fact"><span>{_esc(k)}</span><b>{_esc(v)}</b>'
                     f"<span>{_esc(s)}</span></div>" for k, v, s in facts)
     sub = (f'run directory <code>{_esc(doc.get("run_dir", "?"))}</code> &middot; state '
            f'<b>{_esc(doc.get("run_state", "?"))}</b>')
     if generated is not None:
-        sub += f" &middot; as of {_esc(_clock(generated, '%Y-%m-%d %H:%M:%S'))}"
+        sub += f" &middot; as of {_esc(_hms(generated, '%Y-%m-%d %H:%M:%S'))}"
     out = [f'<h1>Run report</h1><p class="sub">{sub}</p><div class="facts">{boxes}</div>']
     if eta.get("basis"):
         out.append(f'<p class="sub">ETA basis: {_esc(eta["basis"])}</p>')
@@ -416,15 +405,15 @@ def _tables(doc: Mapping[str, Any]) -> str:
         share = "-" if value is None or not allocated or key == "queue_s" else \
             f"{value / allocated:.1%}"
         rows.append(f'<tr><td class="l">{name}</td><td>{_seconds(value)}</td>'
-                    f"<td>{_duration(value)}</td><td>{share}</td></tr>")
+                    f"<td>{duration(value)}</td><td>{share}</td></tr>")
     rows.append(f'<tr><th class="l">allocated</th><th>{_seconds(allocated)}</th>'
-                f"<th>{_duration(allocated)}</th><th></th></tr>")
+                f"<th>{duration(allocated)}</th><th></th></tr>")
     parts = ('<table id="parts"><tr><th class="l">part</th><th>seconds</th><th>time</th>'
              f'<th>of allocated</th></tr>{"".join(rows)}</table>')
     causes = _map(doc.get("lost_by_cause"))
     if causes:
         rows = [f'<tr><td class="l">{_esc(c)}</td><td>{_seconds(s)}</td>'
-                f"<td>{_duration(_num(s))}</td></tr>" for c, s in causes.items()]
+                f"<td>{duration(_num(s))}</td></tr>" for c, s in causes.items()]
         by_cause = ('<table id="causes"><tr><th class="l">cause</th><th>seconds</th>'
                     f'<th>time</th></tr>{"".join(rows)}</table>')
     else:
