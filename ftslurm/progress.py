@@ -48,8 +48,8 @@ __all__ = [
 FLUSH_INTERVAL_S = 1.0
 
 #: The last-step slot: magic, version, time (epoch s), step, checkpointed step and total (-1 for
-#: none). Written as one `pack_into`; a reader that sees the magic sees a whole report, because a
-#: report never changes the magic and x86/arm64 store aligned 8-byte fields whole.
+#: none), written with one `pack_into`. A reader racing a write may pair one report's time with
+#: the next report's step (a second apart at most): good enough for an accounting to the second.
 _SLOT = struct.Struct("<4sIdqqq")
 _MAGIC = b"FTPG"
 _VERSION = 1
@@ -83,11 +83,15 @@ class ProgressReporter:
         self._flushed: tuple[int, int, int] | None = None
         self._next_flush = 0.0
         self._broken = False
+        self._time = 0.0
+        #: A forked child inherits this object (and its atexit flush): only the process that
+        #: made it writes.
+        self._pid = os.getpid()
         self._slot: memoryview | None = None
         try:
             self._slot = _map_slot(self._paths.last_step_slot(attempt, restart))
-        except OSError:
-            self._broken = True
+        except OSError:  # no shared slot here: the step log still works
+            self._slot = None
 
     def report(self, step: int, *, total: int | None = None, checkpointed: bool = False) -> None:
         """Record that training reached `step` (checkpointed at it when `checkpointed`)."""
@@ -97,19 +101,20 @@ class ProgressReporter:
             self._checkpointed = step
         if total is not None:
             self._total = total
-        now = time.time()
+        now = self._time = time.time()
         if self._slot is not None:
             _SLOT.pack_into(self._slot, 0, _MAGIC, _VERSION, now, step, self._checkpointed,
                             self._total)
         if urgent or now >= self._next_flush:
-            self.flush(now)
+            self.flush()
 
-    def flush(self, now: float | None = None) -> None:
-        """Write the latest step to the step log (if it is new there). Never raises: progress
-        reporting must not stop a training; a run directory that cannot be written is left."""
-        if self._step is None or self._broken:
+    def flush(self) -> None:
+        """Write the latest report to the step log (if it is new there), with the time it was
+        made. Never raises: progress reporting must not stop a training; a run directory that
+        cannot be written is left alone."""
+        if self._step is None or self._broken or os.getpid() != self._pid:
             return
-        now = time.time() if now is None else now
+        now = self._time
         self._next_flush = now + self._interval
         latest = (self._step, self._checkpointed, self._total)
         if latest == self._flushed:
@@ -131,7 +136,7 @@ class ProgressReporter:
 
 def _map_slot(path: Path) -> memoryview:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         os.ftruncate(fd, _SLOT.size)
         mapping = mmap.mmap(fd, _SLOT.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ftslurm.backends.base import AttemptRequest, JobState
 from ftslurm.slurm.client import SlurmClient, SlurmCommandError, submission_env
-from ftslurm.slurm.parse import parse_scontrol_show_job
+from ftslurm.slurm.parse import SlurmParseError, parse_scontrol_show_job
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,19 @@ class SlurmScheduler:
         if since is not None:
             try:
                 events = self.client.node_events(nodes, since, until or time.time())
-            except SlurmCommandError as error:
+            except (SlurmCommandError, SlurmParseError) as error:
                 log.warning("no node events from accounting: %s", error)
                 events = []
             for event in events:
                 when = f" at {event.start:%H:%M:%S}" if event.start is not None else ""
                 why = f" ({event.reason})" if event.reason else ""
                 problems.setdefault(event.node, f"{event.state}{why}{when}")
-        for name, node in self.client.node_states(nodes).items():
+        try:
+            states = self.client.node_states(nodes)
+        except (SlurmCommandError, SlurmParseError) as error:
+            log.warning("no node states from the controller: %s", error)
+            states = {}
+        for name, node in states.items():
             if node.unusable:
                 problems.setdefault(name, node.state + (f" ({node.reason})" if node.reason else ""))
         return problems

@@ -29,6 +29,7 @@ queue wait and in-place restarts are still counted, and `progress_known` is Fals
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -110,6 +111,8 @@ class AttemptCost:
     first_step: int | None = None
     last_step: int | None = None
     checkpointed_step: int | None = None
+    #: Steps done in the productive time (each round's steps, less those redone later).
+    kept_steps: int | None = None
     restarts: list[Restart] = field(default_factory=list)
 
 
@@ -189,7 +192,10 @@ def _restart_causes(docs: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]
     """(time, cause) of the launchers' restarts in an attempt (its status files), in order."""
     found = []
     for doc in docs:
-        for event in doc.get("events") or []:
+        events = doc.get("events")
+        for event in events if isinstance(events, list) else []:
+            if not isinstance(event, dict):
+                continue
             cause = _RESTART_KINDS.get(str(event.get("kind")))
             if cause is not None and event.get("action") == "restart":
                 try:
@@ -213,7 +219,10 @@ def _attempt_cost(view: AttemptView, eligible_at: float | None, points: list[Pro
         ended_at=ended,
         queue_s=None if eligible_at is None else max(0.0, view.started_at - eligible_at),
         allocated_s=allocated, allocated_node_s=allocated * max(1, len(view.nodes)))
-    rounds = _segments([p for p in points if view.started_at - 1.0 <= p.time <= end + 1.0])
+    # Reports a moment outside the allocation (clocks of two nodes, a last flush) are moved
+    # into it, so the parts still add up to it.
+    rounds = _segments([dataclasses.replace(p, time=min(max(p.time, view.started_at), end))
+                        for p in points if view.started_at - 1.0 <= p.time <= end + 1.0])
     if not rounds:
         return cost
     first, last = rounds[0][0], rounds[-1][-1]
@@ -233,7 +242,7 @@ def _attempt_cost(view: AttemptView, eligible_at: float | None, points: list[Pro
         lost_s += r_lost_s
         lost_steps += r_lost_steps
         restart_s += gap
-    if ended is not None:
+    if ended is not None and view.outcome is not Outcome.FINISHED:  # a finished run redoes none
         tail_lost_s, tail_lost_steps = _lost(rounds[-1],
                                              _resume_step(next_first, cost.checkpointed_step))
         lost_s, lost_steps = lost_s + tail_lost_s, lost_steps + tail_lost_steps
@@ -241,6 +250,7 @@ def _attempt_cost(view: AttemptView, eligible_at: float | None, points: list[Pro
     cost.lost_s, cost.lost_steps, cost.restart_s = lost_s, lost_steps, restart_s
     cost.productive_s = max(0.0, span - lost_s)
     cost.stop_s = max(0.0, end - last.time)
+    cost.kept_steps = max(0, sum(r[-1].step - r[0].step for r in rounds) - lost_steps)
     return cost
 
 
@@ -267,8 +277,7 @@ def estimate_eta(state: RunState, costs: Sequence[AttemptCost], total: int | Non
     if total is None or last_step is None or state.run_status.value != "running":
         return None
     productive = sum(c.productive_s or 0.0 for c in costs)
-    steps = sum(max(0, (c.last_step or 0) - (c.first_step or 0) - (c.lost_steps or 0))
-                for c in costs if c.first_step is not None)
+    steps = sum(c.kept_steps or 0 for c in costs)
     if productive <= 0 or steps <= 0:
         return None
     rate = steps / productive
@@ -294,9 +303,10 @@ def run_cost(run_dir: str | Path, state: RunState, *, now: float | None = None) 
         eligible = view.submitted_at or view.reserved_at
         if eligible is not None and previous_end is not None:
             eligible = max(eligible, previous_end)
-        following = started[index + 1] if index + 1 < len(started) else None
-        next_points = _segments(logs[following.number])[0] if following is not None and \
-            logs[following.number] else None
+        # what came next: the first later attempt that reported (one that stepped aside or
+        # died before its first step resumed nothing)
+        following = next((logs[a.number] for a in started[index + 1:] if logs[a.number]), None)
+        next_points = _segments(following)[0] if following else None
         costs.append(_attempt_cost(view, eligible, logs[view.number], next_points,
                                    _restart_causes(statuses.get(view.number, [])), now))
         if view.ended_at is not None:

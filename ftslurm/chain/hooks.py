@@ -321,8 +321,9 @@ def _excluded_allocation(settings: ChainSettings, state: RunState, scheduler: Sc
     nodes = ", ".join(bad)
     skipped = _stepped_aside_in_a_row(state, ctx.attempt)
     if not honoured:
-        return None, (f"trains on {nodes} although the chain excludes it: the scheduler "
-                      "cannot keep the next attempt off it (too few nodes would be left)")
+        return None, (f"trains on {nodes} although the chain excludes it: the scheduler did not "
+                      "take the exclusion for the queued attempts (too few nodes would be left, "
+                      "or it did not answer)")
     if skipped >= MAX_EXCLUDED_SKIPS:
         return None, (f"trains on {nodes} although the chain excludes it: {skipped} attempts "
                       "in a row were allocated there and stepped aside")
@@ -431,6 +432,11 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
     record_outcome(ledger, settings, view, result, exit_code=status, source="job")
     print(f"ftslurm: attempt {ctx.attempt} ended: {result.outcome.value} ({result.reason})",
           flush=True)
+    # The ledger's end, which may be another process's (the first final end wins), decides.
+    recorded = ledger.state().attempt(ctx.attempt)
+    if recorded is not None and recorded.outcome is not None:
+        result = Classification(recorded.outcome, recorded.reason or result.reason,
+                                provisional=recorded.provisional)
     job_status = job_exit_status(result, script_status)
     if settings.mode != "self":
         return job_status

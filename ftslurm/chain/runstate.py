@@ -257,8 +257,13 @@ def _apply(views: dict[int, AttemptView], index: int, rec: dict[str, Any]) -> No
         signature = rec.get("signature")  # optional: older ledgers lack it
         if signature is not None and not isinstance(signature, str):
             raise TypeError(f"signature must be a string or null, got {signature!r}")
+        # Completing a provisional end keeps its time: the job ended then; the final record
+        # may be written much later (by the next attempt's start hook, hours of queue later).
+        ended_at = view.ended_at if view.status is AttemptStatus.ENDED and view.provisional \
+            and view.ended_at is not None else at
         views[number] = replace(
-            view, status=AttemptStatus.ENDED, job_id=rec["job_id"] or view.job_id, ended_at=at,
+            view, status=AttemptStatus.ENDED, job_id=rec["job_id"] or view.job_id,
+            ended_at=ended_at,
             outcome=Outcome(rec["outcome"]), reason=rec["reason"], exit_code=rec["exit_code"],
             signal=rec["signal"], scheduler_state=rec["scheduler_state"], source=rec["source"],
             provisional=rec["provisional"], progress_after=rec["progress"],

@@ -162,8 +162,12 @@ def status_data(state: RunState, settings: ChainSettings,
 
 
 def _goodput(state: RunState, settings: ChainSettings) -> dict[str, Any]:
-    """The run's goodput, time lost by cause and ETA in brief (`ftslurm report` has it all)."""
-    cost = run_cost(settings.run_dir, state).to_json()
+    """The run's goodput, time lost by cause and ETA in brief (`ftslurm report` has it all).
+    The accounting never stops a status view: a failure is shown, not raised."""
+    try:
+        cost = run_cost(settings.run_dir, state).to_json()
+    except Exception as error:  # a bug or a hand-edited file must not hide the run's status
+        return {"goodput": None, "line": f"goodput not available: {error!r}"}
     return {"goodput": cost["totals"]["goodput"], "allocated_s": cost["totals"]["allocated_s"],
             "progress_known": cost["progress_known"], "lost_by_cause": cost["lost_by_cause"],
             "eta": cost["eta"], "total_steps": cost["total_steps"],

@@ -7,6 +7,7 @@ is listed at once with its file and line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -92,11 +93,20 @@ def run_render(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output}: is a directory; give a file name such as job.sbatch")
     if not args.output.parent.is_dir():
         raise UsageError(f"-o {args.output}: the directory {args.output.parent} does not exist")
-    prepared, state, written = prepare_for_sbatch(args.spec)
+    # The script first (to a temporary file beside it), so a place that cannot be written
+    # leaves the run directory untouched; then the run directory; then the script in place.
+    staged = args.output.with_name(f".{args.output.name}.rendering")
     try:
-        write_atomic(args.output, script, mode=0o755)
+        write_atomic(staged, script, mode=0o755)
     except OSError as error:
         raise UsageError(f"-o {args.output}: cannot write the script: {error.strerror}") from None
+    try:
+        prepared, state, written = prepare_for_sbatch(args.spec)
+        os.replace(staged, args.output)
+    except OSError as error:
+        raise UsageError(f"-o {args.output}: cannot write the script: {error.strerror}") from None
+    finally:
+        staged.unlink(missing_ok=True)
     run_dir = prepared.settings.run_dir
     print(f"wrote {args.output}; `sbatch {args.output}` starts (or joins) the run in {run_dir}",
           file=sys.stderr)

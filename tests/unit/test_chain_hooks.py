@@ -237,7 +237,7 @@ def test_it_trains_there_when_the_scheduler_cannot_keep_the_next_one_off(run) ->
     second = ledger.state().attempt(2)
     assert second.status is AttemptStatus.RUNNING
     assert second.start_note.startswith("trains on n2 although the chain excludes it: the "
-                                        "scheduler cannot keep the next attempt off it")
+                                        "scheduler did not take the exclusion")
 
 
 def test_after_two_attempts_in_a_row_stepped_aside_the_next_one_trains(run) -> None:

@@ -196,3 +196,41 @@ def test_the_latest_report_survives_without_a_flush(tmp_path: Path) -> None:
     points = read_step_log(tmp_path, 2)
     assert [(p.step, p.restart) for p in points] == [(1, 1), (40, 1), (50, 1)]  # 40: checkpoint
     assert points[-1].checkpointed == 40
+
+
+def test_lost_work_is_measured_against_the_next_attempt_that_trained(tmp_path: Path) -> None:
+    # attempt 2 stepped aside (started, never reported); attempt 3 resumed from step 20
+    write_steps(tmp_path, 1, steps(T0 + 5, 1, 30, ckpt=20))
+    write_steps(tmp_path, 3, steps(T0 + 60, 21, 40))
+    records = [*attempt_records(1, "1", submitted=T0, started=T0, ended=T0 + 40,
+                                outcome="failed"),
+               *attempt_records(2, "2", submitted=T0, started=T0 + 41, ended=T0 + 42,
+                                outcome="stopped"),
+               *attempt_records(3, "3", submitted=T0, started=T0 + 50, ended=T0 + 80,
+                                outcome="finished")]
+    cost = run_cost(tmp_path, fold(HEADER, records), now=T0 + 100)
+    first, second, third = cost.attempts
+    assert (first.lost_steps, first.lost_s) == (10, 10)  # 21..30 redone by attempt 3
+    assert second.startup_s is None and second.allocated_s == 1
+    # the last attempt finished: its last steps were kept, not lost to the "finish"
+    assert third.lost_steps == 0 and third.stop_s == 1 and third.kept_steps == 19
+
+
+def test_reports_outside_the_allocation_are_moved_into_it(tmp_path: Path) -> None:
+    write_steps(tmp_path, 1, steps(T0 + 9.5, 1, 11))  # last report at T0+19.5, end at T0+19
+    records = attempt_records(1, "1", submitted=T0, started=T0 + 10, ended=T0 + 19,
+                              outcome="failed")
+    [cost] = run_cost(tmp_path, fold(HEADER, records), now=T0 + 100).attempts
+    parts = cost.startup_s + cost.productive_s + cost.lost_s + cost.restart_s + cost.stop_s
+    assert parts == pytest.approx(cost.allocated_s) and cost.stop_s == 0
+
+
+def test_the_eta_counts_steps_redone_inside_an_attempt_once(tmp_path: Path) -> None:
+    # round 0: steps 1..100; round 1 resumes at 50 and reaches 200 (one step a second)
+    write_steps(tmp_path, 1, steps(T0, 1, 100) + steps(T0 + 105, 51, 200, restart=1))
+    state = fold({**HEADER}, attempt_records(1, "1", submitted=T0, started=T0, ended=0,
+                                             outcome="failed")[:3])
+    cost = run_cost(tmp_path, state, now=T0 + 255)
+    [attempt] = cost.attempts
+    assert attempt.lost_steps == 50 and attempt.kept_steps == 99 + 149 - 50
+    assert cost.eta is not None and cost.eta.steps_per_s == pytest.approx(1.0)

@@ -144,3 +144,10 @@ def test_validate_warns_about_a_huge_node_count_and_still_passes(
     captured = capsys.readouterr()
     assert captured.out.startswith(f"ok: {path}\n")
     assert f"ftslurm: warning: {path}:2: nodes: 1000000000 nodes is more than 4096" in captured.err
+
+
+def test_render_to_a_place_that_cannot_be_written_prepares_nothing(
+        good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(good), "-o", "/proc/job.sbatch"]) == 2
+    assert "cannot write the script" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # the run directory was never touched
