@@ -289,7 +289,9 @@ class PlainReporter:
     def __call__(self, update: WatchUpdate) -> None:
         """Print what changed since the previous poll."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        for row in status_data(update.state, self.settings, update.jobs)["attempts"]:
+        data = status_data(update.state, self.settings, update.jobs)
+        ended = False
+        for row in data["attempts"]:
             key = (row["status"], row["scheduler_state"], row["outcome"], row["provisional"])
             if self._seen.get(row["attempt"]) == key:
                 continue
@@ -297,8 +299,11 @@ class PlainReporter:
             what = row["outcome"] or (row["scheduler_state"] or row["status"]).lower()
             why = row.get("cause") or row["reason"]
             detail = f" ({why})" if row["outcome"] and why else ""
+            ended = ended or (row["outcome"] is not None and not row["withdrawn"])
             print(f"{stamp} attempt {row['attempt']} job {row['job_id'] or '-'}: {what}{detail}"
                   f"; failures left {row['failures_left']}", file=self.stream, flush=True)
+        if ended:  # what the run has cost so far, after each end
+            print(f"{stamp} {data['goodput']['line']}", file=self.stream, flush=True)
         unreachable = update.unreachable_since is not None
         if unreachable != self._unreachable:
             self._unreachable = unreachable

@@ -245,3 +245,10 @@ def test_readme_main_command_on_a_machine_without_slurm(tmp_path: Path) -> None:
     assert [a["outcome"] for a in data["attempts"]] == ["failed", "finished"]
     log = ftslurm("logs", str(run_dir), "--attempt", "2", check=True).stdout
     assert "resuming at step 60 of 120" in log and "finished 120 steps" in log
+    # the example reports its progress: the watch loop printed the goodput after each end, and
+    # the report accounts for both attempts (crashed right after its checkpoint: nothing lost)
+    assert result.stdout.count("goodput ") == 2 and "of 120" in result.stdout
+    assert data["goodput"]["progress_known"] and 0 < data["goodput"]["goodput"] < 1
+    report = json.loads(ftslurm("report", str(run_dir), "--json", check=True).stdout)
+    assert [(a["cause"], a["first_step"], a["last_step"], a["lost_steps"])
+            for a in report["attempts"]] == [("crash", 1, 60, 0), ("finish", 61, 120, 0)]
