@@ -212,7 +212,11 @@ def read_reports(run_dir: str | os.PathLike[str], attempts: Iterable[int]
         for restart, slot in sorted(slots.get(attempt, {}).items()):
             last = _slot_point(slot, restart)
             known = [p for p in points if p.restart == restart]
-            if last is not None and (not known or last.time > known[-1].time):
+            # the slot's report, unless the log has it (a step reported again is no progress)
+            if last is not None and (not known or (
+                    last.time > known[-1].time
+                    and (last.step, last.checkpointed) != (known[-1].step,
+                                                           known[-1].checkpointed))):
                 points.append(last)
         if points:
             found[attempt] = sorted(points, key=lambda p: p.time)

@@ -234,3 +234,11 @@ def test_the_eta_counts_steps_redone_inside_an_attempt_once(tmp_path: Path) -> N
     [attempt] = cost.attempts
     assert attempt.lost_steps == 50 and attempt.kept_steps == 99 + 149 - 50
     assert cost.eta is not None and cost.eta.steps_per_s == pytest.approx(1.0)
+
+
+def test_a_step_reported_again_is_not_new_progress(tmp_path: Path) -> None:
+    # a save at the end of training reports the last step again: the slot holds it later
+    reporter = ProgressReporter(tmp_path, "1", interval=3600)
+    reporter.report(6, checkpointed=True)
+    reporter.report(6, checkpointed=True)  # not written again: nothing new
+    assert [(p.step, p.checkpointed) for p in read_step_log(tmp_path, 1)] == [(6, 6)]
