@@ -151,11 +151,15 @@ class RunCost:
 
 def _segments(points: Sequence[ProgressPoint]) -> list[list[ProgressPoint]]:
     """The points of each restart round, in time order (a round is a run of points with one
-    `restart` value)."""
+    `restart` value). A step reported again (its checkpoint saved after it, say) is no new
+    progress: it keeps the time the step was first reported, with the later report's
+    checkpoint and total."""
     rounds: list[list[ProgressPoint]] = []
     for point in sorted(points, key=lambda p: p.time):
         if not rounds or rounds[-1][-1].restart != point.restart:
             rounds.append([point])
+        elif rounds[-1][-1].step == point.step:
+            rounds[-1][-1] = dataclasses.replace(point, time=rounds[-1][-1].time)
         else:
             rounds[-1].append(point)
     return rounds

@@ -155,11 +155,12 @@ def test_node_down_under_a_running_attempt(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_time_limit(tmp_path: Path) -> None:
-    """time: 3 min; the workload ignores the stop, so SLURM's time limit ends attempt 1.
+    """time: 2 min; the workload ignores the stop, so SLURM's time limit ends attempt 1.
 
-    The warning comes 30-90 s in (SLURM may send it up to a minute early): with 2 min and a
-    90 s warning it once came 1 s in, before the workload ignored SIGTERM."""
-    run_dir = submit(write_spec(tmp_path, "hold", time_limit="3", warning=90))
+    The warning is due 50 s in and SLURM may send it up to ~30 s early (its timer runs every
+    30 s): with a 90 s warning it once came 1 s in, before the workload ignored SIGTERM. 70 s
+    keeps it at least ~20 s in, well after the workload's first line."""
+    run_dir = submit(write_spec(tmp_path, "hold", time_limit="2", warning=70))
     data = run_ended(run_dir)
     assert data["state"] == "finished"
     assert [(a["outcome"], a["counted_failure"]) for a in ran(data)] == [

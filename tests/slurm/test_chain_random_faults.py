@@ -15,7 +15,7 @@ each trial:
   one final end, the attempts that trained are the ones recorded as started);
 - at every poll while the run was not over, one of its jobs was running or queued.
 
-FTSLURM_FAULT_TRIALS sets the number of trials (default 10); FTSLURM_FAULT_SEED the first seed.
+FTSLURM_FAULT_TRIALS sets the number of trials (default 6, kept small for CI); FTSLURM_FAULT_SEED the first seed.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from tests.slurm.chain_util import REPO, no_jobs_left, run_ended
 from tests.slurm.test_chain_faults_cluster import cluster_daemon, shim_env
 from tests.waiting import poll
 
-TRIALS = int(os.environ.get("FTSLURM_FAULT_TRIALS", "10"))
+TRIALS = int(os.environ.get("FTSLURM_FAULT_TRIALS", "6"))
 FIRST_SEED = int(os.environ.get("FTSLURM_FAULT_SEED", "1000"))
 WORKLOAD = REPO / "tests" / "integration" / "workloads" / "fault_trial.py"
 ATTEMPT_FAULTS = ("setup-fail", "crash", "hang")

@@ -46,7 +46,7 @@ def write_spec(tmp_path: Path) -> Path:
         f"run_dir: {tmp_path / 'run'}",
         # rank 1 hangs at step 60 (restarted in place from the checkpoint at 50), then exits 1
         # at step 160 (no restart left: attempt 2 resumes from 150)
-        f"command: [{TRAIN}, --steps, '900', --step-time, '0.04', --ckpt-every, '25', "
+        f"command: [{TRAIN}, --steps, '450', --step-time, '0.04', --ckpt-every, '25', "
         f"--hang-at-step, '60', --crash-at-step, '160', --fault-rank, '1', --step-log, {truth}]",
         "env: {OMP_NUM_THREADS: '1'}",
         "fault_tolerance: {initial_rank_heartbeat_timeout: 120, rank_heartbeat_timeout: 3}",

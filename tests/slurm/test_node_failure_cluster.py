@@ -60,7 +60,7 @@ def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def write_spec(tmp_path: Path) -> Path:
-    """2 nodes x 1 rank of the DDP example: ~30 s of training, a checkpoint every 20 steps."""
+    """2 nodes x 1 rank of the DDP example: ~15 s of training, a checkpoint every 20 steps."""
     path = tmp_path / "job.yaml"
     path.write_text("\n".join([
         "name: node-failure",
@@ -71,7 +71,7 @@ def write_spec(tmp_path: Path) -> Path:
         "max_restarts: 0",
         f"python: {sys.executable}",
         f"run_dir: {tmp_path / 'run'}",
-        f"command: [{TRAIN}, --steps, '600', --step-time, '0.05', --ckpt-every, '20']",
+        f"command: [{TRAIN}, --steps, '300', --step-time, '0.05', --ckpt-every, '20']",
         "env: {OMP_NUM_THREADS: '1'}",
         "autoresume: {max_failures: 2}",
     ]) + "\n")
