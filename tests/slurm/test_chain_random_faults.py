@@ -15,7 +15,8 @@ each trial:
   one final end, the attempts that trained are the ones recorded as started);
 - at every poll while the run was not over, one of its jobs was running or queued.
 
-FTSLURM_FAULT_TRIALS sets the number of trials (default 6, kept small for CI); FTSLURM_FAULT_SEED the first seed.
+FTSLURM_FAULT_TRIALS sets the number of trials (default 6, kept small for CI);
+FTSLURM_FAULT_SEED the first seed.
 """
 
 from __future__ import annotations
