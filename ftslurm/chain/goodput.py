@@ -332,10 +332,6 @@ def run_cost(run_dir: str | Path, state: RunState, *, now: float | None = None) 
         eta=estimate_eta(state, costs, total, last_step, now=now), attempts=costs, curve=curve)
 
 
-def _sum(values: Sequence[float | None]) -> float | None:
-    return None if any(v is None for v in values) else float(sum(v or 0.0 for v in values))
-
-
 def _totals(costs: Sequence[AttemptCost], progress_known: bool) -> dict[str, float | None]:
     allocated = sum(c.allocated_s for c in costs)
     node_s = sum(c.allocated_node_s for c in costs)
