@@ -73,8 +73,10 @@ def test_two_node_job_exiting_3_is_failed_with_code_3_on_both_nodes(
 
     def finished() -> JobSummary | None:
         summary = summary_of(client, job.job_id)
-        # sacct may list the allocation as ended while its batch step is still RUNNING
+        # sacct may list the allocation as ended while its batch step is still RUNNING, or
+        # before it lists the batch step at all
         done = (summary and summary.state in TERMINAL and summary.allocation.end is not None
+                and any(step.step == "batch" for step in summary.steps)
                 and all(step.end is not None for step in summary.steps))
         return summary if done else None
 
