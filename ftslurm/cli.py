@@ -19,6 +19,7 @@ from ftslurm.errors import FtslurmError, RunDirAccessError
 COMMAND_MODULES: tuple[str, ...] = (
     "ftslurm.commands.spec",
     "ftslurm.commands.chain",
+    "ftslurm.commands.fleet",
     "ftslurm.commands.explain",
     "ftslurm.commands.report",
 )

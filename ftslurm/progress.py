@@ -55,7 +55,7 @@ _MAGIC = b"FTPG"
 _VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProgressPoint:
     """One progress report."""
 

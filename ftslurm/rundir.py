@@ -22,6 +22,12 @@ callers ask a `RunDir` for a path. tests/unit/test_contracts.py checks that.
     incidents/                    `attempt-<N>.json`: how each attempt ended, with evidence
     step_logs/                    `attempt-<N>.log`: the workload's progress reports (`step_log`),
                                   `attempt-<N>.restart-<k>.last`: the latest one (`last_step_slot`)
+    function_io/                  `submit_function`'s pickled call and result (`function_dir`):
+                                  `submission.pkl` (`function_call`), `result.pkl`
+                                  (`function_result`), `error.rank-<R>.pkl` (`function_error`)
+
+A sweep directory (`SweepDir`) holds one run directory per point, named from its values, plus
+`sweep.json` (the points and `max_parallel`) and its lock `sweep.json.lock`.
 """
 
 from __future__ import annotations
@@ -46,6 +52,14 @@ _LAUNCHER_STATUS = "launcher_status"
 _LOCAL_JOBS = "local_jobs"
 _INCIDENTS = "incidents"
 _STEPS = "step_logs"
+_FUNCTION = "function_io"
+_SUMMARY = "summary.json"
+_FUNCTION_CALL = "submission.pkl"
+_FUNCTION_RESULT = "result.pkl"
+_FUNCTION_ERROR_PREFIX = "error.rank-"
+_FUNCTION_ERROR_SUFFIX = ".pkl"
+_SWEEP_MANIFEST = "sweep.json"
+_SWEEP_LOCK = "sweep.json.lock"
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class RunDir:
     RESERVED_NAMES = (
         _LEDGER, _LEDGER_LOCK, _PROGRESS, _CHAIN_SETTINGS, _SPEC_COPY, *_SCRIPTS.values(),
         _FT_CONFIG, _LOGS, _LAUNCHER_STATUS, _LOCAL_JOBS, _LEARNED_TIMEOUTS, _LEARNED_TIMEOUTS_LOCK,
-        _INCIDENTS, _STEPS,
+        _INCIDENTS, _STEPS, _FUNCTION, _SUMMARY,
     )
 
     @property
@@ -206,6 +220,81 @@ class RunDir:
         """The local backend's job folders."""
         return self.root / _LOCAL_JOBS
 
+    @property
+    def function_dir(self) -> Path:
+        """`submit_function`'s folder: the pickled call, and each rank's result."""
+        return self.root / _FUNCTION
+
+    @property
+    def function_call(self) -> Path:
+        """The call `submit_function` pickled (a submitit `DelayedSubmission`)."""
+        return self.function_dir / _FUNCTION_CALL
+
+    @property
+    def function_result(self) -> Path:
+        """Rank 0's `("success", value)`, written before it creates the finished flag."""
+        return self.function_dir / _FUNCTION_RESULT
+
+    def function_error(self, rank: int) -> Path:
+        """`("error", traceback, exception or None)` of the last call that raised on `rank`."""
+        return self.function_dir / f"{_FUNCTION_ERROR_PREFIX}{rank}{_FUNCTION_ERROR_SUFFIX}"
+
+    def function_errors(self) -> dict[int, Path]:
+        """Every rank's error file, by rank (one listing of the folder)."""
+        found: dict[int, Path] = {}
+        for name in _listing(self.function_dir):
+            rank = name.removeprefix(_FUNCTION_ERROR_PREFIX).removesuffix(_FUNCTION_ERROR_SUFFIX)
+            if (name.startswith(_FUNCTION_ERROR_PREFIX) and name.endswith(_FUNCTION_ERROR_SUFFIX)
+                    and rank.isdigit()):
+                found[int(rank)] = self.function_dir / name
+        return found
+
+    @property
+    def summary(self) -> Path:
+        """An ended run's `ftslurm ls` row, kept with the stats of the files it was read from."""
+        return self.root / _SUMMARY
+
+    def summary_inputs(self) -> list[Path]:
+        """The files an `ftslurm ls` row is read from (chain.json, the ledger, the incident
+        records, step logs and slots, launcher status files)."""
+        paths = [self.chain_settings, self.ledger]
+        for folder in (self.incidents, self.step_logs, self.launcher_status_dir):
+            paths += [folder / name for name in sorted(_listing(folder))]
+        return paths
+
+    @property
+    def is_run(self) -> bool:
+        """Whether this folder holds a run (its chain settings exist)."""
+        return self.chain_settings.is_file()
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """The paths of one sweep directory: a run directory per point, and the sweep's manifest."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def manifest(self) -> Path:
+        """The sweep's points, their values and `max_parallel` (`chain/sweep.py`)."""
+        return self.root / _SWEEP_MANIFEST
+
+    @property
+    def lock(self) -> Path:
+        """Held while the sweep counts its active points and reserves the next ones."""
+        return self.root / _SWEEP_LOCK
+
+    def point(self, name: str) -> RunDir:
+        """The run directory of the point `name`."""
+        return RunDir(self.root / name)
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.manifest.is_file()
+
 
 def _listing(folder: Path) -> list[str]:
     try:
@@ -214,4 +303,4 @@ def _listing(folder: Path) -> list[str]:
         return []
 
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "SweepDir"]

@@ -225,8 +225,10 @@ def _attempt_cost(view: AttemptView, eligible_at: float | None, points: list[Pro
         allocated_s=allocated, allocated_node_s=allocated * max(1, len(view.nodes)))
     # Reports a moment outside the allocation (clocks of two nodes, a last flush) are moved
     # into it, so the parts still add up to it.
-    rounds = _segments([dataclasses.replace(p, time=min(max(p.time, view.started_at), end))
-                        for p in points if view.started_at - 1.0 <= p.time <= end + 1.0])
+    start = view.started_at
+    rounds = _segments([p if start <= p.time <= end
+                        else dataclasses.replace(p, time=min(max(p.time, start), end))
+                        for p in points if start - 1.0 <= p.time <= end + 1.0])
     if not rounds:
         return cost
     first, last = rounds[0][0], rounds[-1][-1]

@@ -50,11 +50,13 @@ from ftslurm.chain.actions import (
     submit_attempt,
     sync_with_scheduler,
 )
+from ftslurm.chain.fleet import keep_row
 from ftslurm.chain.ledger import Ledger, read_progress
 from ftslurm.chain.outcome import Action, AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.policy import Classification, decide, exclusions
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
+from ftslurm.chain.sweep import advance
 from ftslurm.errors import FtslurmError, UsageError
 from ftslurm.rundir import RunDir
 from ftslurm.slurm.hostlist import expand_hostlist
@@ -284,6 +286,9 @@ def chain_start(ctx: JobContext, *, scheduler: Scheduler | None = None,
         code = _not_launched(ledger, ctx, Outcome.FINISHED if flag else Outcome.CANCELLED,
                              ahead.reason)
         _tolerant(stop_run, ledger, scheduler, ahead, what="withdraw the queued attempts")
+        if settings.sweep_dir:
+            _tolerant(advance, settings.sweep_dir, after=ctx.job_id, what="start the sweep's "
+                      "next point")
         return code
     if settings.mode == "self":
         if skip is not None:
@@ -449,6 +454,10 @@ def chain_end(ctx: JobContext, status: int, *, warned: bool = False,
     if decision.action is Action.STOP:
         _tolerant(stop_run, ledger, scheduler, decision, what="withdraw the queued attempts")
         print(f"ftslurm: the run is {decision.run_status}: {decision.reason}", flush=True)
+        _tolerant(keep_row, ctx.run_dir, what="keep the run's row for `ftslurm ls`")
+        if settings.sweep_dir:  # this run's slot is free: the sweep's next point may start
+            _tolerant(advance, settings.sweep_dir, after=ctx.job_id, what="start the sweep's "
+                      "next point")
         return job_status
     if decision.action is Action.WAIT:
         _exclude_on_successors(state, scheduler, exclusions(state, settings.config))

@@ -31,6 +31,7 @@ from ftslurm.chain.outcome import Action, RunStatus
 from ftslurm.chain.policy import Decision, decide
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
+from ftslurm.chain.sweep import advance
 from ftslurm.slurm.client import SlurmCommandError
 
 
@@ -91,8 +92,12 @@ class Watcher:
         scheduler: Scheduler | None = None,
         backoff: Backoff | None = None,
         on_update: Callable[[WatchUpdate], None] | None = None,
+        advance_sweep: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
+        #: Whether this watcher starts its sweep's next points itself (a fleet poll does it
+        #: once per sweep instead).
+        self.advance_sweep = advance_sweep
         self.settings: ChainSettings = load_settings(run_dir)
         self.ledger = Ledger.open(run_dir)
         created = self.ledger.state().created_at
@@ -114,11 +119,19 @@ class Watcher:
                               flag_exists=self.settings.flag_exists())
             if state.last_ended is not None and not state.in_flight:
                 note_decision(self.settings, state, state.last_ended.number, decision)
-            if decision.action is Action.SUBMIT:
+            sweep_dir = self.settings.sweep_dir
+            if decision.action is Action.SUBMIT and sweep_dir and not state.attempts:
+                # A sweep point waiting its turn: only the sweep starts it (max_parallel).
+                if self.advance_sweep:
+                    advance(sweep_dir, scheduler=self.scheduler)
+                state = self.ledger.state()
+            elif decision.action is Action.SUBMIT:
                 submitted = submit_attempt(self.ledger, self.settings, self.scheduler, decision)
                 state = self.ledger.state()
             elif decision.action is Action.STOP and _has_leftovers(state):
                 state = stop_run(self.ledger, self.scheduler, decision)
+                if sweep_dir and self.advance_sweep:
+                    advance(sweep_dir, scheduler=self.scheduler)
         except SlurmCommandError as failure:  # the scheduler did not answer: try again later
             error = str(failure)
             state = self.ledger.state()

@@ -69,7 +69,19 @@ def prepare_run(
 ) -> PreparedRun:
     """Load and check everything `ftslurm submit` needs; write nothing."""
     spec = load_spec(spec_path)
-    spec_text = spec.source.read_text(encoding="utf-8")
+    return prepare_spec(spec, spec.source.read_text(encoding="utf-8"),
+                        max_failures=max_failures, backend=backend, watch=watch)
+
+
+def prepare_spec(
+    spec: JobSpec,
+    spec_text: str,
+    *,
+    max_failures: int | None = None,
+    backend: str | None = None,
+    watch: bool = False,
+) -> PreparedRun:
+    """`prepare_run` for a spec already validated from `spec_text` (a sweep point's)."""
     if max_failures is not None:
         spec = spec.with_max_failures(max_failures)
     config = ChainConfig.from_autoresume(spec.autoresume)
@@ -166,5 +178,5 @@ def _write_files(prepared: PreparedRun, root: Path) -> None:
     prepared.settings.save()
 
 
-__all__ = ["PreparedRun", "check_reuse", "prepare_for_sbatch", "prepare_run", "resolve_backend",
-           "write_run"]
+__all__ = ["PreparedRun", "check_reuse", "prepare_for_sbatch", "prepare_run", "prepare_spec",
+           "resolve_backend", "write_run"]

@@ -52,6 +52,8 @@ class ChainSettings:
     warning_lead_s: float = 0.0
     kill_wait_s: float = 30.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The sweep directory this run is a point of (its `sweep.json` decides when it starts).
+    sweep_dir: str | None = None
 
     @property
     def path(self) -> Path:

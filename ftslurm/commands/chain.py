@@ -6,47 +6,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from ftslurm import exit_codes
-from ftslurm.backends.base import JobState
-from ftslurm.chain import hooks
-from ftslurm.chain.actions import (
-    apply_job_states,
-    make_scheduler,
-    query_scheduler,
-    stop_run,
-    submit_attempt,
-    sync_with_scheduler,
-    withdraw_leftovers,
+from ftslurm.api import (
+    CANCEL_WAIT_S,
+    SYNC_TIMEOUT_S,
+    cancel_all,
+    cancel_run,
+    log_file,
+    prepare_sweep,
+    start_sweep,
+    submit_prepared,
+    synced_state,
 )
-from ftslurm.chain.ledger import Ledger, LedgerLockError
+from ftslurm.chain import hooks
+from ftslurm.chain.fleet import Fleet, find_runs
+from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.loop import Watcher
-from ftslurm.chain.outcome import Action, AttemptStatus, RunStatus
-from ftslurm.chain.policy import decide
-from ftslurm.chain.run import check_reuse, prepare_run, write_run
+from ftslurm.chain.outcome import AttemptStatus, RunStatus
+from ftslurm.chain.run import check_reuse, prepare_run
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.chain.view import (
-    LiveView,
-    PlainReporter,
-    SchedulerView,
-    print_status,
-    status_data,
-)
+from ftslurm.chain.sweep import advance
+from ftslurm.chain.view import LiveView, PlainReporter, print_status, status_data
+from ftslurm.commands.fleet import fleet_json, watch_fleet
 from ftslurm.commands.run_dir_arg import existing_run_dir
 from ftslurm.errors import FtslurmError, UsageError
-from ftslurm.rundir import RunDir
-
-#: How long `ftslurm cancel` waits for cancelled jobs to be reported ended.
-CANCEL_WAIT_S = 180.0
-#: How long `ftslurm status` waits for the scheduler before answering from the run directory.
-SYNC_TIMEOUT_S = 1.0
+from ftslurm.rundir import RunDir, SweepDir
+from ftslurm.spec.sweep import SweepPlan, placeholders, plan_sweep
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,13 +60,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="check everything and show what would be done; write nothing")
     submit.add_argument("--resume", action="store_true",
                         help="reuse the run dir even if the run ended or its job spec changed")
+    submit.add_argument("--sweep", action="append", default=[], metavar="KEY=v1,v2",
+                        help="run one chain per value (repeat for a grid); KEY is a dotted spec "
+                             "key: nodes, autoresume.max_failures, env.LR; {{KEY}} in the spec "
+                             "takes the point's value (docs/sweeps.md)")
+    submit.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                        help="a sweep keeps at most N chains queued or running; the other "
+                             "points wait their turn (default: the spec's sweep.max_parallel, "
+                             "else all at once)")
     submit.set_defaults(handler=run_submit)
 
     watch = subparsers.add_parser(
-        "watch", help="attach the auto-resume loop to a run until it ends",
+        "watch", help="attach the auto-resume loop to a run (or every run under DIR) until done",
         description="Poll the run's attempts, record how they end, and submit the next one "
-        "until the run ends. Safe to run twice or to kill at any moment.")
-    watch.add_argument("run_dir", metavar="RUN_DIR")
+        "until the run ends. Given a directory of runs (a sweep), follow them all in one table "
+        "with one batched scheduler query per poll, repair stalled chains and start the sweep's "
+        "waiting points. Safe to run twice or to kill at any moment.")
+    watch.add_argument("run_dir", metavar="RUN_DIR|DIR")
     watch.add_argument("--once", action="store_true", help="poll once and exit")
     watch.set_defaults(handler=run_watch)
 
@@ -90,9 +91,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "directory's view and say it is stale (default: %(default)s)")
     status.set_defaults(handler=run_status)
 
-    cancel = subparsers.add_parser("cancel", help="cancel a run (its running and queued jobs)")
-    cancel.add_argument("run_dir", metavar="RUN_DIR")
+    cancel = subparsers.add_parser(
+        "cancel", help="cancel a run, or every run under DIR (their running and queued jobs)")
+    cancel.add_argument("run_dir", metavar="RUN_DIR|DIR")
     cancel.add_argument("--json", action="store_true", help="print the final status as JSON")
+    cancel.add_argument("--yes", action="store_true",
+                        help="cancel every run under DIR without asking")
     cancel.set_defaults(handler=run_cancel)
 
     logs = subparsers.add_parser("logs", help="print an attempt's output")
@@ -133,7 +137,17 @@ def _watch(run_dir: Path, settings: ChainSettings) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    """`ftslurm submit JOB_YAML`."""
+    """`ftslurm submit JOB_YAML [--sweep KEY=v1,v2 ...] [--max-parallel N]`."""
+    plan = plan_sweep(args.spec, args.sweep, args.max_parallel)
+    if plan is not None:
+        return _submit_sweep(args, plan)
+    if args.max_parallel is not None:
+        raise UsageError("--max-parallel is for sweeps",
+                         hint="add --sweep KEY=v1,v2 (or a sweep: section) or leave it out")
+    found = placeholders(args.spec)
+    if found:
+        raise UsageError(f"{args.spec}: {{{{{found[0]}}}}} outside a sweep",
+                         hint="sweep that key (--sweep KEY=v1,v2) or write the value itself")
     prepared = prepare_run(args.spec, max_failures=args.max_failures, backend=args.backend,
                            watch=args.watch)
     check_reuse(prepared, resume=args.resume)
@@ -145,32 +159,48 @@ def run_submit(args: argparse.Namespace) -> int:
               f"limits:  max_failures {settings.config.max_failures}, max_attempts "
               f"{settings.config.max_attempts}; finished when {settings.flag_file} exists")
         return exit_codes.OK
-    ledger = write_run(prepared, resume=args.resume)
-    scheduler = make_scheduler(settings, since=time.time() - 3600)
-    state = ledger.state()
-    decision = decide(state, settings.config, flag_exists=settings.flag_exists())
     print(f"run dir: {settings.run_dir}", flush=True)
-    if decision.action is Action.STOP:
-        state = stop_run(ledger, scheduler, decision)
-        print(f"nothing submitted: the run is {state.run_status} ({decision.reason})")
-        return _exit_code(state)
-    if decision.action is Action.SUBMIT and decision.attempt is not None:
-        job = submit_attempt(ledger, settings, scheduler, decision)
-        print(f"attempt {decision.attempt}: job {job} ({settings.backend}, {how})", flush=True)
-        if settings.mode == "self" and job is not None:
-            # One attempt queued behind the first from the start: a first job killed before its
-            # chain-start ran still leaves the run going.
-            hooks.ensure_queue(settings, ledger, scheduler, behind=decision.attempt, job_id=job,
-                               depth=1)
-    else:
-        print(f"nothing submitted: {decision.reason}", flush=True)
-    if settings.mode == "loop":
+    job, what = submit_prepared(prepared, resume=args.resume)
+    print(what + (f" ({settings.backend}, {how})" if job else ""), flush=True)
+    state = Ledger.open(settings.run_dir).state()
+    if settings.mode == "loop" and (state.run_status is RunStatus.RUNNING or job):
         return _watch(Path(settings.run_dir), settings)
+    return _exit_code(state) if state.run_status is not RunStatus.RUNNING else exit_codes.OK
+
+
+def _submit_sweep(args: argparse.Namespace, plan: SweepPlan) -> int:
+    """Every point validated and prepared before anything is written or submitted."""
+    prepared = prepare_sweep(plan, max_failures=args.max_failures, backend=args.backend,
+                             resume=args.resume, watch=args.watch)
+    limit = plan.max_parallel
+    settings = prepared[0].settings
+    print(f"sweep: {len(plan.points)} points in {plan.sweep_dir} ("
+          + (f"at most {limit} at once" if limit else "all at once") + ")", flush=True)
+    for point in plan.points:
+        print(f"  {point.number:>3}  {point.name}", flush=True)
+    if args.dry_run:
+        print(f"dry run: nothing written or submitted (backend {settings.backend})")
+        return exit_codes.OK
+    start_sweep(plan, prepared, resume=args.resume)
+    if settings.mode == "loop":
+        return watch_fleet([plan.sweep_dir])
     return exit_codes.OK
 
 
+def _holds_runs(path: str) -> bool:
+    """Whether `path` is a directory of runs (a sweep, say) rather than one run directory."""
+    return (not RunDir(path).is_run and Path(path).is_dir()
+            and bool(find_runs([path])))
+
+
 def run_watch(args: argparse.Namespace) -> int:
-    """`ftslurm watch RUN_DIR`."""
+    """`ftslurm watch RUN_DIR | DIR`."""
+    if _holds_runs(args.run_dir):
+        if args.once:
+            poll = Fleet([args.run_dir]).poll_once()
+            print(json.dumps(fleet_json(poll), indent=1))
+            return exit_codes.OK
+        return watch_fleet([Path(args.run_dir)])
     run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
     if args.once:
@@ -180,47 +210,11 @@ def run_watch(args: argparse.Namespace) -> int:
     return _watch(run_dir, settings)
 
 
-def _synced(run_dir: Path, settings: ChainSettings, *, sync: bool, timeout: float
-            ) -> tuple[RunState, dict[str, JobState], SchedulerView]:
-    """The run's state, brought up to date from the scheduler when it answers within `timeout`
-    seconds; otherwise the run directory's view, marked stale. Never blocks longer: the query
-    runs in a daemon thread that is left behind when the scheduler does not answer."""
-    ledger = Ledger.open(run_dir)
-    state = ledger.state()
-    if not sync:
-        return state, {}, SchedulerView(asked=False)
-    if not any(a.in_flight or a.provisional for a in state.attempts):
-        return state, {}, SchedulerView()
-    scheduler = make_scheduler(settings, since=state.created_at - 3600)
-    answer: dict[str, Any] = {}
-
-    def query() -> None:
-        try:
-            answer["jobs"] = query_scheduler(scheduler, state)
-        except FtslurmError as error:
-            answer["error"] = error
-
-    worker = threading.Thread(target=query, daemon=True, name="status-sync")
-    worker.start()
-    worker.join(timeout)
-    if "jobs" not in answer:
-        error = answer.get("error")
-        why = (f"no answer within {timeout:g} s" if error is None
-               else str(getattr(error, "message", error)))
-        return state, {}, SchedulerView(stale=True, error=why)
-    jobs = answer["jobs"]
-    try:
-        state = apply_job_states(ledger, settings, jobs, source="status")
-    except LedgerLockError as error:  # a teammate without write access still sees the jobs
-        return state, jobs, SchedulerView(error=f"not recorded: {error.message}")
-    return state, jobs, SchedulerView()
-
-
 def run_status(args: argparse.Namespace) -> int:
     """`ftslurm status RUN_DIR [--json]`."""
     run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
-    state, jobs, scheduler = _synced(run_dir, settings, sync=not args.no_sync,
+    state, jobs, scheduler = synced_state(run_dir, settings, sync=not args.no_sync,
                                      timeout=args.sync_timeout)
     data = status_data(state, settings, jobs, scheduler=scheduler)
     if args.json:
@@ -231,56 +225,45 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    """`ftslurm cancel RUN_DIR`: record the request, cancel every job in flight, wait for them.
-    The request is recorded first, so a job that starts meanwhile skips its launch; no lock is
-    held while the scheduler is called."""
-    run_dir = existing_run_dir(args.run_dir)
-    settings = load_settings(run_dir)
-    ledger = Ledger.open(run_dir)
-    scheduler = make_scheduler(settings, since=ledger.state().created_at - 3600)
+    """`ftslurm cancel RUN_DIR | DIR [--yes]`: record the request, cancel every job in flight,
+    wait for them. Under a DIR of runs, every run (after a confirmation unless --yes)."""
     console = Console(stderr=True)
-    state = ledger.state()
+    if _holds_runs(args.run_dir):
+        run_dirs = find_runs([args.run_dir])
+        going = [r for r in run_dirs if Ledger.open(r).state().run_status is RunStatus.RUNNING]
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"cancelling {len(going)} running run(s) under {args.run_dir} "
+                                 "needs a confirmation", hint="pass --yes")
+            answer = input(f"cancel {len(going)} running run(s) of {len(run_dirs)} under "
+                           f"{args.run_dir}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                console.print("nothing cancelled")
+                return exit_codes.OK
+        with console.status(f"cancelling {len(run_dirs)} run(s)..."):
+            results = cancel_all([args.run_dir])
+        if args.json:
+            print(json.dumps(results, indent=1))
+        else:
+            for data in results:
+                console.print(f"{data['run_dir']}: {data['state']}")
+        return exit_codes.OK
+    run_dir = existing_run_dir(args.run_dir)
+    state = Ledger.open(run_dir).state()
     if state.run_status is not RunStatus.RUNNING and not any(a.in_flight for a in state.attempts):
         console.print(f"the run has already {state.run_status}; nothing to cancel")
         return exit_codes.OK
-    if state.run_status is RunStatus.RUNNING:
-        state = ledger.record_cancel("cancelled by `ftslurm cancel`")
-    for view in state.attempts:
-        if view.status is AttemptStatus.RUNNING and view.job_id:
-            scheduler.cancel(view.job_id)
-    stop_run(ledger, scheduler, decide(state, settings.config))
-    deadline = time.monotonic() + CANCEL_WAIT_S
     with console.status("waiting for the cancelled jobs to end...") as spinner:
-        while True:
-            state, _ = sync_with_scheduler(ledger, settings, scheduler, ledger.state(),
-                                           source="cancel")
-            if state.never_started:
-                # a submission in flight ended (its submitter recorded a job, or died)
-                state = withdraw_leftovers(ledger, scheduler, "cancelled by `ftslurm cancel`")
-            left = [a for a in state.attempts if a.in_flight or a.provisional]
-            if not left or time.monotonic() > deadline:
-                break
-            spinner.update(f"waiting for job(s) {', '.join(a.job_id or '?' for a in left)}")
-            time.sleep(1.0)  # polling the scheduler, bounded by the deadline
+        data = cancel_run(run_dir, wait_s=CANCEL_WAIT_S, on_wait=spinner.update)
+    left = data.pop("not_ended_yet", [])
     if left:
-        console.print(f"job(s) {', '.join(a.job_id or '?' for a in left)} not ended yet; "
+        console.print(f"job(s) {', '.join(j or '?' for j in left)} not ended yet; "
                       f"`ftslurm status {run_dir}` completes their records later")
-    data = status_data(state, settings)
+    settings = load_settings(run_dir)
+    if settings.sweep_dir and SweepDir(settings.sweep_dir).is_sweep:
+        advance(settings.sweep_dir)  # its slot is free for the sweep's next point
     print(json.dumps(data, indent=1)) if args.json else print_status(data)
     return exit_codes.OK
-
-
-def _log_file(run_dir: Path, settings: ChainSettings, state: RunState, attempt: int | None
-              ) -> tuple[int, Path]:
-    views = [a for a in state.attempts if a.job_id and (attempt is None or a.number == attempt)]
-    if not views:
-        raise UsageError(f"{run_dir}: no attempt {attempt} with a job" if attempt
-                         else f"{run_dir}: no attempt has been submitted yet")
-    view = views[-1]
-    assert view.job_id is not None  # views with a job only
-    if settings.backend == "local":
-        return view.number, RunDir(run_dir).attempt_log(view.number)
-    return view.number, RunDir(run_dir).job_log(view.job_id)
 
 
 def run_logs(args: argparse.Namespace) -> int:
@@ -288,7 +271,7 @@ def run_logs(args: argparse.Namespace) -> int:
     run_dir = existing_run_dir(args.run_dir)
     settings = load_settings(run_dir)
     ledger = Ledger.open(run_dir)
-    number, path = _log_file(run_dir, settings, ledger.state(), args.attempt)
+    number, path = log_file(run_dir, settings, ledger.state(), args.attempt)
     offset = 0
     while True:
         try:

@@ -18,6 +18,7 @@ from ftslurm.chain.run import prepare_for_sbatch
 from ftslurm.errors import UsageError
 from ftslurm.render.script import render
 from ftslurm.spec.model import JobSpec, load_spec
+from ftslurm.spec.sweep import has_sweep, plan_sweep
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +74,16 @@ def summary(spec: JobSpec) -> list[str]:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """`ftslurm validate JOB_YAML`."""
+    """`ftslurm validate JOB_YAML`: a sweep's every point (docs/sweeps.md)."""
+    plan = plan_sweep(args.spec) if has_sweep(args.spec) else None
+    if plan is not None:
+        for point in plan.points:
+            render(plan.spec(point))
+        print(f"ok: {args.spec}: a sweep of {len(plan.points)} points in {plan.sweep_dir}"
+              + (f", at most {plan.max_parallel} at once" if plan.max_parallel else ""))
+        for point in plan.points:
+            print(f"  {point.number:>3}  {point.name}")
+        return exit_codes.OK
     spec = load_spec(args.spec)
     render(spec)  # the template must render too
     print(f"ok: {args.spec}")

@@ -13,6 +13,8 @@ from ftslurm import env_vars
 #: Above this many nodes `ftslurm validate` warns (not an error: the cluster's size is not known
 #: at validate time, and a job larger than the cluster waits in the queue forever).
 NODES_WARNING_ABOVE = 4096
+#: A sweep of more points than this is refused: split it (each point is a run dir and a chain).
+MAX_SWEEP_POINTS = 1000
 
 _FTSLURM_SETS = "ftslurm sets this variable itself; remove it from env"
 _LAUNCHER_SETS = ("ftslurm sets this variable itself (the launcher gives each rank its own); "
@@ -130,6 +132,7 @@ def _long_option_problem(option: str, managed: dict[str, str]) -> str | None:
 
 
 __all__ = [
+    "MAX_SWEEP_POINTS",
     "NODES_WARNING_ABOVE",
     "REFUSED_ENV",
     "REFUSED_ENV_PREFIXES",

@@ -50,7 +50,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "partition", "account", "qos", "constraint", "exclude", "nodelist", "exclusive", "sbatch",
     "command", "env", "setup", "srun_args", "container_image", "container_mounts",
     "launcher", "max_restarts", "launcher_args",
-    "fault_tolerance", "autoresume", "signals",
+    "fault_tolerance", "autoresume", "signals", "sweep",
 )
 
 #: The names ftslurm keeps directly under the run directory (see `RunDir`).
@@ -127,6 +127,22 @@ class JobSpec:
         return replace(self, autoresume=replace(self.autoresume, max_failures=max_failures))
 
 
+def read_spec_text(path: str | os.PathLike[str]) -> str:
+    """The text of the spec file at `path`; UsageError (exit 2) when it is missing, unreadable,
+    not UTF-8 or larger than MAX_SPEC_BYTES (refused without being parsed)."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_SPEC_BYTES + 1)
+        problem = size_problem(len(data), str(os.path.abspath(path)))
+        if problem:
+            raise YamlLimitError(problem)
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file", hint="give the path of your job.yaml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: cannot read the job spec: {error}") from None
+
+
 def load_spec(path: str | os.PathLike[str], *, show_warnings: bool = True) -> JobSpec:
     """Read and validate a job spec file; raises UsageError (exit 2) listing every problem.
 
@@ -134,18 +150,7 @@ def load_spec(path: str | os.PathLike[str], *, show_warnings: bool = True) -> Jo
     stderr as `ftslurm: warning: file:line: key: message` unless `show_warnings` is False.
     """
     source = Path(os.path.abspath(path))
-    try:
-        with open(source, "rb") as stream:
-            data = stream.read(MAX_SPEC_BYTES + 1)
-        problem = size_problem(len(data), str(source))
-        if problem:
-            raise YamlLimitError(problem)
-        text = data.decode("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file", hint="give the path of your job.yaml") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path}: cannot read the job spec: {error}") from None
-    spec = parse_spec(text, source)
+    spec = parse_spec(read_spec_text(path), source)
     if show_warnings:
         for warning in spec.warnings:
             print(f"ftslurm: warning: {warning}", file=sys.stderr)
@@ -164,6 +169,9 @@ def parse_spec(text: str, source: Path) -> JobSpec:
     assert isinstance(root, YMapping)
     top = Section(root, "", issues)
     top.check_keys(TOP_LEVEL_KEYS)
+    if top.has("sweep"):
+        top.error("sweep", "this spec is a sweep: `ftslurm submit` runs one run per point and "
+                           "`ftslurm validate` checks every point (docs/sweeps.md)")
     base = source.parent
     name = _read_name(top)
     resources = read_resources(top)
@@ -351,4 +359,5 @@ __all__ = [
     "flag_file_problem",
     "load_spec",
     "parse_spec",
+    "read_spec_text",
 ]

@@ -106,7 +106,7 @@ def test_the_run_dir_paths_are_its_reserved_names(tmp_path: Path) -> None:
         paths.learned_timeouts_lock, paths.logs, paths.job_log("12"), paths.attempt_log(3),
         paths.launcher_status_dir, paths.rank_log(3, 1, 0, "err"), paths.incident(3),
         paths.launcher_status(3, "n1"), paths.local_jobs, paths.step_log(3),
-        paths.last_step_slot(3, 1),
+        paths.last_step_slot(3, 1), paths.function_dir, paths.summary,
     ]
     tops = {path.relative_to(tmp_path).parts[0] for path in every_path}
     assert tops == set(RunDir.RESERVED_NAMES)

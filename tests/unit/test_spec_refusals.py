@@ -331,6 +331,6 @@ def test_the_reserved_names_match_what_ftslurm_writes(tmp_path: Path) -> None:
         paths.script("slurm"), paths.script("local"), paths.local_jobs,
         paths.launcher_status(1, "n1"), paths.learned_timeouts, paths.learned_timeouts_lock,
         spec.ft_config_path, paths.incident(1), paths.step_log(1),
-        paths.job_log("7"), paths.attempt_log(1),
+        paths.job_log("7"), paths.attempt_log(1), paths.function_dir, paths.summary,
     }
     assert {p.relative_to(spec.run_dir).parts[0] for p in written} == set(RUN_DIR_RESERVED_NAMES)
