@@ -26,7 +26,7 @@ from ftslurm.chain.goodput import run_cost
 from ftslurm.chain.incident import incident_cause
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.loop import Watcher, WatchUpdate
-from ftslurm.chain.outcome import AttemptStatus, RunStatus
+from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
 from ftslurm.chain.sweep import Phase, advance, load_sweep, phase
@@ -78,7 +78,7 @@ class RunRow:
     #: Attempts that started (queued ones are not counted until they start).
     attempts: int = 0
     failures_left: int | None = None
-    #: The last ended attempt's cause (its incident record), else its reason.
+    #: Why the last attempt that did not finish ended (its incident record), else its reason.
     last_cause: str | None = None
     goodput: float | None = None
     eta: float | None = None
@@ -98,7 +98,10 @@ class RunRow:
 
 
 def _last_cause(run_dir: Path, state: RunState) -> str | None:
-    ended = [a for a in state.attempts if a.status is AttemptStatus.ENDED and a.started_at]
+    """Why the last attempt that did not finish ended: its incident record's cause (`ftslurm
+    explain`), else the ledger's reason."""
+    ended = [a for a in state.attempts if a.status is AttemptStatus.ENDED and a.started_at
+             and a.outcome is not Outcome.FINISHED]
     if not ended:
         return None
     last = ended[-1]

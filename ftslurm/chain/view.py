@@ -62,6 +62,8 @@ def stall(state: RunState, settings: ChainSettings, *, now: float | None = None
     or None."""
     if state.run_status is not RunStatus.RUNNING:
         return None
+    if settings.sweep_dir is not None and not state.attempts:
+        return None  # a sweep point waiting its turn: the sweep starts it (max_parallel)
     now = time.time() if now is None else now
     for view in state.attempts:
         if view.status in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING):

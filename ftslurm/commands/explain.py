@@ -10,13 +10,13 @@ import argparse
 import json
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from ftslurm import exit_codes
+from ftslurm.api import pick_attempt
 from ftslurm.chain.incident import (
     NODE_FAIL_STATES,
     EvidenceKind,
@@ -26,11 +26,9 @@ from ftslurm.chain.incident import (
 )
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.outcome import AttemptStatus
-from ftslurm.chain.runstate import AttemptView, RunState
+from ftslurm.chain.runstate import AttemptView
 from ftslurm.chain.tracebacks import is_connection_error
 from ftslurm.commands.run_dir_arg import existing_run_dir
-from ftslurm.errors import UsageError
-from ftslurm.rundir import RunDir
 
 #: Lines of the hung rank's stack printed (the whole stacks are in the record).
 STACK_LINES = 30
@@ -49,23 +47,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="the attempt (default: the last one that ended)")
     explain.add_argument("--json", action="store_true", help="print the incident record as JSON")
     explain.set_defaults(handler=run_explain)
-
-
-def _attempt(run_dir: Path, state: RunState, number: int | None) -> AttemptView:
-    """The attempt asked for, or the last that ended (or has an incident record)."""
-    if number is not None:
-        view = state.attempt(number)
-        if view is None:
-            known = f"attempts 1 to {state.attempts[-1].number}" if state.attempts else "none yet"
-            raise UsageError(f"{run_dir}: no attempt {number} ({known})")
-        return view
-    for view in reversed(state.attempts):
-        ended = view.status is AttemptStatus.ENDED and view.started_at is not None
-        if ended or RunDir(run_dir).incident(view.number).exists():
-            return view
-    raise UsageError(f"{run_dir}: no attempt has ended yet",
-                     hint="`--attempt N` explains a running attempt from what its files say "
-                          "so far")
 
 
 def _clock(at: Any) -> str:
@@ -230,7 +211,7 @@ def run_explain(args: argparse.Namespace) -> int:
     """`ftslurm explain RUN_DIR [--attempt N] [--json]`."""
     run_dir = existing_run_dir(args.run_dir)
     state = Ledger.open(run_dir).state()
-    view = _attempt(run_dir, state, args.attempt)
+    view = pick_attempt(run_dir, state, args.attempt)
     record = read_incident(run_dir, view.number)
     saved = record is not None
     if record is None:
