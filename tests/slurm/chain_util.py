@@ -12,6 +12,8 @@ from ftslurm.slurm import SlurmClient
 from tests import waiting
 
 REPO = Path(__file__).resolve().parents[2]
+#: One rank that heartbeats, then does what `$TRIAL_DIR/plan.json` says for its attempt.
+FAULT_TRIAL = REPO / "tests" / "integration" / "workloads" / "fault_trial.py"
 #: Other tests' jobs may hold the nodes: generous.
 DEADLINE_S = 420.0
 
@@ -69,3 +71,23 @@ def submit(spec: Path, *args: str) -> Path:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "attempt 1: job" in result.stdout
     return spec.parent / "run"
+
+
+def fault_trial_spec(name: str, run_dir: Path, trial_dir: str, *extra: str) -> str:
+    """A job spec of one rank of `fault_trial.py` under the ft launcher (no restart in place:
+    a fault ends the attempt), 3 s heartbeat timeout, `TRIAL_DIR` = `trial_dir`."""
+    return "\n".join([
+        f"name: {name}",
+        "nodes: 1",
+        "nproc_per_node: 1",
+        'time: "10:00"',
+        "signals: {warning_time: 120, stop_grace: 10}",
+        "launcher: ft",
+        "max_restarts: 0",
+        f"python: {sys.executable}",
+        f"run_dir: {run_dir}",
+        f"command: [{FAULT_TRIAL}]",
+        f"env: {{TRIAL_DIR: '{trial_dir}'}}",
+        "fault_tolerance: {initial_rank_heartbeat_timeout: 60, rank_heartbeat_timeout: 3}",
+        *extra,
+    ]) + "\n"

@@ -37,13 +37,12 @@ import pytest
 
 from ftslurm.chain.ledger import Ledger
 from ftslurm.slurm import SlurmClient, SlurmCommandError
-from tests.slurm.chain_util import REPO, no_jobs_left, run_ended
+from tests.slurm.chain_util import fault_trial_spec, no_jobs_left, run_ended
 from tests.slurm.test_chain_faults_cluster import cluster_daemon, shim_env
 from tests.waiting import poll
 
 TRIALS = int(os.environ.get("FTSLURM_FAULT_TRIALS", "6"))
 FIRST_SEED = int(os.environ.get("FTSLURM_FAULT_SEED", "1000"))
-WORKLOAD = REPO / "tests" / "integration" / "workloads" / "fault_trial.py"
 ATTEMPT_FAULTS = ("setup-fail", "crash", "hang")
 ASYNC_FAULTS = ("sbatch", "slurmctld", "kill")
 
@@ -82,23 +81,11 @@ def write_spec(trial: Trial) -> Path:
         if fault == "setup-fail":
             (folder / f"setup-fail.{attempt}").touch()
     spec = folder / "job.yaml"
-    spec.write_text("\n".join([
-        f"name: fault-{trial.seed}",
-        "nodes: 1",
-        "nproc_per_node: 1",
-        'time: "10:00"',
-        "signals: {warning_time: 120, stop_grace: 10}",
-        "launcher: ft",
-        "max_restarts: 0",
-        f"python: {sys.executable}",
-        f"run_dir: {trial.run_dir}",
-        f"command: [{WORKLOAD}]",
-        f"env: {{TRIAL_DIR: {folder}}}",
+    spec.write_text(fault_trial_spec(
+        f"fault-{trial.seed}", trial.run_dir, str(folder),
         'setup: [\'test ! -e "$TRIAL_DIR/setup-fail.$FTSLURM_ATTEMPT"\']',
         # liveness under faults, not the crash-loop rule: the same fault may strike twice
-        "autoresume: {max_failures: 20, stop_on_repeated_failure: false}",
-        "fault_tolerance: {initial_rank_heartbeat_timeout: 60, rank_heartbeat_timeout: 3}",
-    ]) + "\n")
+        "autoresume: {max_failures: 20, stop_on_repeated_failure: false}"))
     return spec
 
 

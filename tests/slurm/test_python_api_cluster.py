@@ -4,19 +4,16 @@ run and a sweep, wait for them, read status, explain, report, logs and the fleet
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import ftslurm
 from ftslurm.api import Run, Sweep
-from tests.slurm.chain_util import no_jobs_left
+from tests.slurm.chain_util import fault_trial_spec, no_jobs_left
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[2]
-WORKLOAD = REPO / "tests" / "integration" / "workloads" / "fault_trial.py"
 
 
 def write_spec(tmp_path: Path, plan: dict[str, str], extra: str = "") -> Path:
@@ -24,21 +21,7 @@ def write_spec(tmp_path: Path, plan: dict[str, str], extra: str = "") -> Path:
     trial.mkdir()
     (trial / "plan.json").write_text(json.dumps(plan))
     spec = tmp_path / "job.yaml"
-    spec.write_text("\n".join([
-        "name: api",
-        "nodes: 1",
-        "nproc_per_node: 1",
-        'time: "10:00"',
-        "signals: {warning_time: 120, stop_grace: 10}",
-        "launcher: ft",
-        "max_restarts: 0",
-        f"python: {sys.executable}",
-        f"run_dir: {tmp_path / 'run'}",
-        f"command: [{WORKLOAD}]",
-        f"env: {{TRIAL_DIR: '{trial}'}}",
-        "fault_tolerance: {initial_rank_heartbeat_timeout: 60, rank_heartbeat_timeout: 3}",
-        extra,
-    ]) + "\n")
+    spec.write_text(fault_trial_spec("api", tmp_path / "run", str(trial), extra))
     return spec
 
 

@@ -6,7 +6,6 @@ throughout; `ftslurm watch DIR` on 20 runs makes one scheduler query per poll.""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +16,10 @@ from ftslurm.backends.slurm import SlurmScheduler
 from ftslurm.chain.fleet import Fleet
 from ftslurm.chain.ledger import Ledger
 from ftslurm.slurm import SlurmClient
-from tests.slurm.chain_util import ftslurm, wait_for
+from tests.slurm.chain_util import fault_trial_spec, ftslurm, wait_for
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[2]
-WORKLOAD = REPO / "tests" / "integration" / "workloads" / "fault_trial.py"
 #: attempt -> fault of each point that has one (fault_trial.py reads `$TRIAL_DIR/plan.json`)
 PLANS = {"1": {"1": "crash"}, "2": {"1": "crash"}, "3": {"1": "hang"}}
 POINTS = [str(n) for n in range(1, 7)]
@@ -34,22 +31,9 @@ def write_sweep_spec(tmp_path: Path, extra: str = "") -> Path:
         folder.mkdir(parents=True)
         (folder / "plan.json").write_text(json.dumps(PLANS.get(point, {})))
     spec = tmp_path / "job.yaml"
-    spec.write_text("\n".join([
-        "name: sweep",
-        "nodes: 1",
-        "nproc_per_node: 1",
-        'time: "10:00"',
-        "signals: {warning_time: 120, stop_grace: 10}",
-        "launcher: ft",
-        "max_restarts: 0",
-        f"python: {sys.executable}",
-        f"run_dir: {tmp_path / 'runs'}",
-        f"command: [{WORKLOAD}]",
-        # every point its own plan: the placeholder takes the point's value of env.POINT
-        f"env: {{TRIAL_DIR: '{tmp_path / 'trials'}/{{{{POINT}}}}'}}",
-        "fault_tolerance: {initial_rank_heartbeat_timeout: 60, rank_heartbeat_timeout: 3}",
-        extra,
-    ]) + "\n")
+    # every point its own plan: the placeholder takes the point's value of env.POINT
+    spec.write_text(fault_trial_spec("sweep", tmp_path / "runs",
+                                     f"{tmp_path / 'trials'}/{{{{POINT}}}}", extra))
     return spec
 
 
