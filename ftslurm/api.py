@@ -252,6 +252,9 @@ def start_sweep(plan: SweepPlan, prepared: Sequence[PreparedRun], *, resume: boo
     """Write every point's run dir (ledger last), then sweep.json, then start the points whose
     turn it is."""
     for one in prepared:
+        if resume and one.existing is not None and \
+                one.existing.run_status is RunStatus.FINISHED:
+            continue  # --resume goes on with the points that did not finish
         write_run(one, resume=resume)
     save_sweep(manifest_for(plan))
     advance(plan.sweep_dir)
@@ -350,6 +353,8 @@ def cancel_run(run_dir: Path, *, wait_s: float = CANCEL_WAIT_S,
         if on_wait is not None:
             on_wait(f"waiting for job(s) {', '.join(a.job_id or '?' for a in left)}")
         time.sleep(1.0)  # polling the scheduler, bounded by the deadline
+    if settings.sweep_dir and SweepDir(settings.sweep_dir).is_sweep:
+        advance(settings.sweep_dir)  # the slot is free for the sweep's next point
     data = status_data(state, settings)
     data["not_ended_yet"] = [a.job_id for a in left]
     return data

@@ -27,7 +27,7 @@ from ftslurm.atomic import write_json_atomic
 from ftslurm.backends.base import Scheduler
 from ftslurm.chain.actions import make_scheduler, submit_attempt
 from ftslurm.chain.ledger import Ledger
-from ftslurm.chain.outcome import Action, RunStatus
+from ftslurm.chain.outcome import Action, AttemptStatus, RunStatus
 from ftslurm.chain.policy import decide
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import load_settings
@@ -172,23 +172,40 @@ def _reserve_turns(root: Path) -> tuple[Sweep, list[Point]]:
         sweep = load_sweep(root)
         if sweep.cancelled:
             return sweep, []
+        states = point_states(sweep)
         phases = {name: (phase(state) if state is not None else None)
-                  for name, state in point_states(sweep).items()}
+                  for name, state in states.items()}
         active = sum(1 for p in phases.values() if p is Phase.ACTIVE)
         waiting = [point for point in sweep.points if phases[point.name] is Phase.WAITING]
         free = len(waiting) if sweep.max_parallel is None else sweep.max_parallel - active
         turns = waiting[:max(0, free)]
         for point in turns:
             Ledger.open(sweep.run_dir(point)).reserve(1)
-        return sweep, turns
+        # An active point with nothing running or queued (a resumed point, a chain whose end
+        # hook died) holds its slot: it goes on with its next attempt.
+        idle = [point for point in sweep.points if phases[point.name] is Phase.ACTIVE
+                and _idle(sweep.run_dir(point), states[point.name])]
+        return sweep, turns + idle
     finally:
         lock.release()
 
 
+def _idle(run_dir: Path, state: RunState | None) -> bool:
+    """Nothing of the run is reserved (with a live claim), queued, running or ending (an end
+    still provisional: its own hook queues what comes next)."""
+    if state is None:
+        return False
+    now = time.time()
+    return not any(a.status in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING)
+                   or (a.status is AttemptStatus.RESERVED and a.claimed(now)) or a.provisional
+                   for a in state.attempts)
+
+
 def start_point(run_dir: Path, *, after: str | None = None,
                 scheduler: Scheduler | None = None) -> str | None:
-    """Submit a point's first attempt (reserved by `advance`, or waiting): exactly once, like
-    `ftslurm submit`, with one attempt queued behind it. Returns the job id or None."""
+    """Submit a point's next attempt (its first, reserved by `advance`; or the next of a point
+    that went idle): exactly once, like `ftslurm submit`, with one attempt queued behind it.
+    Returns the job id or None."""
     from ftslurm.chain.hooks import ensure_queue  # hooks imports this module
 
     settings = load_settings(run_dir)
@@ -196,11 +213,11 @@ def start_point(run_dir: Path, *, after: str | None = None,
     state = ledger.state()
     scheduler = scheduler or make_scheduler(settings, since=state.created_at - 3600)
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
-    if decision.action is not Action.SUBMIT or decision.attempt != 1:
+    if decision.action is not Action.SUBMIT or decision.attempt is None:
         return None
     job = submit_attempt(ledger, settings, scheduler, decision, after=after)
     if job is not None and settings.mode == "self":
-        ensure_queue(settings, ledger, scheduler, behind=1, job_id=job, depth=1)
+        ensure_queue(settings, ledger, scheduler, behind=decision.attempt, job_id=job, depth=1)
     return job
 
 

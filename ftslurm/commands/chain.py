@@ -31,12 +31,11 @@ from ftslurm.chain.outcome import AttemptStatus, RunStatus
 from ftslurm.chain.run import check_reuse, prepare_run
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.chain.sweep import advance
 from ftslurm.chain.view import LiveView, PlainReporter, print_status, status_data
 from ftslurm.commands.fleet import fleet_json, watch_fleet
 from ftslurm.commands.run_dir_arg import existing_run_dir
 from ftslurm.errors import FtslurmError, UsageError
-from ftslurm.rundir import RunDir, SweepDir
+from ftslurm.rundir import RunDir
 from ftslurm.spec.sweep import SweepPlan, placeholders, plan_sweep
 
 
@@ -259,9 +258,6 @@ def run_cancel(args: argparse.Namespace) -> int:
     if left:
         console.print(f"job(s) {', '.join(j or '?' for j in left)} not ended yet; "
                       f"`ftslurm status {run_dir}` completes their records later")
-    settings = load_settings(run_dir)
-    if settings.sweep_dir and SweepDir(settings.sweep_dir).is_sweep:
-        advance(settings.sweep_dir)  # its slot is free for the sweep's next point
     print(json.dumps(data, indent=1)) if args.json else print_status(data)
     return exit_codes.OK
 
