@@ -191,14 +191,13 @@ def _reserve_turns(root: Path) -> tuple[Sweep, list[Point]]:
 
 
 def _idle(run_dir: Path, state: RunState | None) -> bool:
-    """Nothing of the run is reserved (with a live claim), queued, running or ending (an end
-    still provisional: its own hook queues what comes next)."""
+    """Nothing of the run is reserved, queued, running or ending (an end still provisional: its
+    own hook queues what comes next). A reservation is being submitted by whoever made it; one
+    whose submitter died is `ftslurm watch`'s to submit (`status` calls the run stalled)."""
     if state is None:
         return False
-    now = time.time()
-    return not any(a.status in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING)
-                   or (a.status is AttemptStatus.RESERVED and a.claimed(now)) or a.provisional
-                   for a in state.attempts)
+    return not any(a.status in (AttemptStatus.RESERVED, AttemptStatus.SUBMITTED,
+                                AttemptStatus.RUNNING) or a.provisional for a in state.attempts)
 
 
 def start_point(run_dir: Path, *, after: str | None = None,
