@@ -47,13 +47,26 @@ def test_a_run_submitted_waited_for_and_explained_from_python(tmp_path: Path) ->
 
 
 def test_a_sweep_driven_from_python_and_a_run_cancelled(tmp_path: Path) -> None:
+    # point 2 crashes in its first two attempts (a crash loop: it fails), point 1 finishes
     spec = write_spec(tmp_path, {})
+    for point, plan in (("1", {}), ("2", {"1": "crash", "2": "crash"})):
+        (tmp_path / f"trial{point}").mkdir()
+        (tmp_path / f"trial{point}" / "plan.json").write_text(json.dumps(plan))
+    spec.write_text(spec.read_text().replace(f"'{tmp_path / 'trial'}'",
+                                             f"'{tmp_path / 'trial'}{{{{POINT}}}}'"))
     sweep = ftslurm.submit(spec, sweep={"env.POINT": [1, 2]}, max_parallel=1, backend="slurm")
     assert isinstance(sweep, Sweep) and sweep.root == tmp_path / "run"
     assert [r.run_dir.name for r in sweep.runs()] == ["POINT=1", "POINT=2"]
     assert [row.state for row in sweep.summary()] == ["running", "waiting"]
     rows = sweep.wait(timeout=400, interval=2)
-    assert [row.state for row in rows] == ["finished", "finished"]
+    assert [(row.state, row.attempts) for row in rows] == [("finished", 1), ("failed", 2)]
+    # fixed: --resume goes on with the point that did not finish, and leaves the other alone
+    (tmp_path / "trial2" / "plan.json").write_text("{}")
+    again = ftslurm.submit(spec, sweep={"env.POINT": [1, 2]}, max_parallel=1, backend="slurm",
+                           resume=True)
+    assert isinstance(again, Sweep)
+    rows = again.wait(timeout=400, interval=2)
+    assert [(row.state, row.attempts) for row in rows] == [("finished", 1), ("finished", 3)]
 
     held = tmp_path / "held"
     held.mkdir()
