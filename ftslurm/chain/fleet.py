@@ -112,6 +112,12 @@ def _last_cause(run_dir: Path, state: RunState) -> str | None:
 SUMMARY_FORMAT = "ftslurm.summary/1"
 
 
+#: How long a running run's kept row stands in for it while its ledger, incident records and
+#: launcher status files are unchanged (its step logs grow every second; reading them all is
+#: what costs): its goodput, step and ETA may be this old in `ls` and `watch DIR`.
+RUNNING_ROW_TTL_S = 60.0
+
+
 def _inputs_key(run_dir: Path) -> list[list[Any]]:
     """(name, size, mtime_ns) of every file a row is read from."""
     key = []
@@ -124,24 +130,40 @@ def _inputs_key(run_dir: Path) -> list[list[Any]]:
     return key
 
 
-def cached_row(run_dir: Path) -> RunRow | None:
-    """The ended run's row kept in `summary.json`, when none of its inputs changed since."""
+def _state_key(inputs: list[list[Any]]) -> list[list[Any]]:
+    """The inputs but the progress reports: what changes when the run's state does."""
+    steps = RunDir(".").step_logs.name
+    return [entry for entry in inputs if not str(entry[0]).startswith(steps)]
+
+
+def cached_row(run_dir: Path, *, now: float | None = None) -> RunRow | None:
+    """The run's row kept in `summary.json`: an ended run's while none of its inputs changed; a
+    running run's for RUNNING_ROW_TTL_S while only its progress reports grew."""
     try:
         doc = json.loads(RunDir(run_dir).summary.read_text(encoding="utf-8"))
-        if doc.get("format") != SUMMARY_FORMAT or doc.get("inputs") != _inputs_key(run_dir):
+        if doc.get("format") != SUMMARY_FORMAT:
             return None
-        return RunRow(**{**doc["row"], "run_dir": str(run_dir)})
-    except (OSError, ValueError, TypeError, AttributeError):
+        inputs = _inputs_key(run_dir)
+        row = RunRow(**{**doc["row"], "run_dir": str(run_dir)})
+        if doc.get("inputs") == inputs:
+            return row
+        now = time.time() if now is None else now
+        fresh = now - float(doc.get("written_at", 0.0)) < RUNNING_ROW_TTL_S
+        if row.state == "running" and fresh and _state_key(doc["inputs"]) == _state_key(inputs):
+            return row
+        return None
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return None
 
 
-def save_row(run_dir: Path, row: RunRow) -> None:
-    """Keep an ended run's row (best effort: a reader without write access just recomputes)."""
-    if row.state in ("running", "waiting", "broken"):
+def save_row(run_dir: Path, row: RunRow, *, now: float | None = None) -> None:
+    """Keep the run's row (best effort: a reader without write access just recomputes)."""
+    if row.state in ("waiting", "broken"):
         return
     with contextlib.suppress(OSError):
         write_json_atomic(RunDir(run_dir).summary, {
-            "format": SUMMARY_FORMAT, "inputs": _inputs_key(run_dir), "row": row.to_json()})
+            "format": SUMMARY_FORMAT, "written_at": time.time() if now is None else now,
+            "inputs": _inputs_key(run_dir), "row": row.to_json()})
 
 
 def keep_row(run_dir: str | os.PathLike[str]) -> None:
@@ -153,9 +175,10 @@ def keep_row(run_dir: str | os.PathLike[str]) -> None:
 def run_row(run_dir: Path, *, state: RunState | None = None,
             settings: ChainSettings | None = None, now: float | None = None,
             use_cache: bool = True) -> RunRow:
-    """The row of one run, from its run directory only; never raises for a broken run dir. An
-    ended run's row is kept in `summary.json` and read from there while its files are
-    unchanged (the goodput of a long run reads every progress report)."""
+    """The row of one run, from its run directory only; never raises for a broken run dir. The
+    row is kept in `summary.json` and read from there while the run's files are unchanged, or
+    for RUNNING_ROW_TTL_S while only a running run's progress reports grew (the goodput of a
+    long run reads every progress report)."""
     if use_cache and state is None:
         cached = cached_row(run_dir)
         if cached is not None:
@@ -345,5 +368,18 @@ def sweep_summary(sweep_dir: Path) -> dict[str, Any]:
             "cancelled": sweep.cancelled, "points": points}
 
 
-__all__ = ["MAX_DEPTH", "SUMMARY_FORMAT", "Fleet", "FleetPoll", "RunRow", "cached_row", "find_runs",
-           "keep_row", "rows", "run_row", "save_row", "sweep_summary"]
+__all__ = [
+    "MAX_DEPTH",
+    "RUNNING_ROW_TTL_S",
+    "SUMMARY_FORMAT",
+    "Fleet",
+    "FleetPoll",
+    "RunRow",
+    "cached_row",
+    "find_runs",
+    "keep_row",
+    "rows",
+    "run_row",
+    "save_row",
+    "sweep_summary",
+]
