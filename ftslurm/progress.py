@@ -235,10 +235,6 @@ def _slot_point(path: Path, restart: int) -> ProgressPoint | None:
     return None
 
 
-def _optional(text: str) -> int | None:
-    return None if text == "-" else int(text)
-
-
 def _points(path: Path) -> Iterator[ProgressPoint]:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -248,10 +244,11 @@ def _points(path: Path) -> Iterator[ProgressPoint]:
         fields = line.split()
         if len(fields) != 5:
             continue
+        at, step, checkpointed, total, restart = fields
         try:
-            point = ProgressPoint(time=float(fields[0]), step=int(fields[1]),
-                                  checkpointed=_optional(fields[2]), total=_optional(fields[3]),
-                                  restart=int(fields[4]))
+            point = ProgressPoint(float(at), int(step),
+                                  None if checkpointed == "-" else int(checkpointed),
+                                  None if total == "-" else int(total), int(restart))
         except ValueError:
             continue
         yield point

@@ -159,7 +159,8 @@ def _segments(points: Sequence[ProgressPoint]) -> list[list[ProgressPoint]]:
         if not rounds or rounds[-1][-1].restart != point.restart:
             rounds.append([point])
         elif rounds[-1][-1].step == point.step:
-            rounds[-1][-1] = dataclasses.replace(point, time=rounds[-1][-1].time)
+            rounds[-1][-1] = ProgressPoint(rounds[-1][-1].time, point.step, point.checkpointed,
+                                           point.total, point.restart)
         else:
             rounds[-1].append(point)
     return rounds
