@@ -11,6 +11,7 @@ slot freed starts its next points.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -85,11 +86,14 @@ class RunRow:
     last_step: int | None = None
     total_steps: int | None = None
     #: Since when nothing is running or queued, and the command that repairs it; None if not.
+    #: (A sweep's waiting point is stalled when nothing of its sweep is in flight.)
     stalled: dict[str, Any] | None = None
     #: The job of the attempt in flight and its status (submitted = queued, running).
     job_id: str | None = None
     job_status: str | None = None
     sweep: str | None = None
+    #: When the run's latest attempt ended (epoch s), if one did.
+    last_end: float | None = None
     reason: str | None = None
     error: str | None = None
 
@@ -112,6 +116,9 @@ def _last_cause(run_dir: Path, state: RunState) -> str | None:
 SUMMARY_FORMAT = "ftslurm.summary/1"
 
 
+#: A sweep's waiting points are stalled when nothing of the sweep has been in flight for this
+#: long (the end hook that starts the next point runs a moment after its run's end).
+SWEEP_STALL_GRACE_S = 120.0
 #: How long a running run's kept row stands in for it while its ledger, incident records and
 #: launcher status files are unchanged (its step logs grow every second; reading them all is
 #: what costs): its goodput, step and ETA may be this old in `ls` and `watch DIR`.
@@ -224,14 +231,25 @@ def _compute_row(run_dir: Path, *, state: RunState | None, settings: ChainSettin
         job_id=current.job_id if current else None,
         job_status=str(current.status) if current else None,
         sweep=settings.sweep_dir,
+        last_end=max((a.ended_at for a in state.attempts if a.ended_at), default=None),
         reason=state.end_reason or state.cancel_requested,
     )
 
 
 def rows(run_dirs: Sequence[Path]) -> list[RunRow]:
-    """The rows of `run_dirs`, in order."""
+    """The rows of `run_dirs`, in order. The waiting points of a sweep with nothing in flight
+    are stalled: no end hook is left to start them."""
     now = time.time()
-    return [run_row(run_dir, now=now) for run_dir in run_dirs]
+    found = [run_row(run_dir, now=now) for run_dir in run_dirs]
+    busy = {row.sweep for row in found if row.sweep and row.job_id}
+    last_end: dict[str, float] = {}
+    for row in found:
+        if row.sweep:
+            last_end[row.sweep] = max(last_end.get(row.sweep, 0.0), row.last_end or 0.0)
+    return [dataclasses.replace(row, stalled={
+                "since": last_end[row.sweep], "repair": f"ftslurm watch --once {row.sweep}"})
+            if row.state == "waiting" and row.sweep and row.sweep not in busy
+            and now - last_end[row.sweep] > SWEEP_STALL_GRACE_S else row for row in found]
 
 
 @dataclass
@@ -342,13 +360,7 @@ def _merged(states: Sequence[RunState]) -> RunState:
     """One RunState holding every run's attempts (for the one batched query)."""
     first = states[0]
     attempts = tuple(a for state in states for a in state.attempts)
-    return _replace_attempts(first, attempts)
-
-
-def _replace_attempts(state: RunState, attempts: tuple[Any, ...]) -> RunState:
-    import dataclasses
-
-    return dataclasses.replace(state, attempts=attempts)
+    return dataclasses.replace(first, attempts=attempts)
 
 
 def sweep_summary(sweep_dir: Path) -> dict[str, Any]:
@@ -372,6 +384,7 @@ __all__ = [
     "MAX_DEPTH",
     "RUNNING_ROW_TTL_S",
     "SUMMARY_FORMAT",
+    "SWEEP_STALL_GRACE_S",
     "Fleet",
     "FleetPoll",
     "RunRow",

@@ -1,13 +1,15 @@
 """A sweep's runs on disk, and who starts the points that wait their turn (docs/sweeps.md).
 
 `sweep.json` lists the points; each point is an ordinary run directory, written at submit time,
-whose ledger is empty until the point starts. `--max-parallel N` keeps at most N points *active*
-(an attempt reserved, queued or running, and the run not over). Whoever ends a run of the sweep
-(the final attempt's end hook, a watcher, `cancel`) calls `advance`: under the sweep's lock it
-counts the active points and reserves the next waiting ones (a reserved attempt counts as
-active, so two callers never start more than N); then, with every lock released, it submits
-them. A point started from a job's end hook waits (`afterany`) for that job, so its allocation
-never overlaps the one it replaces.
+whose ledger is empty until the point starts. `--max-parallel N` keeps at most N points *busy*
+(an attempt reserved, queued, running or ending, and the run not over). Whoever ends a run of
+the sweep (the final attempt's end hook, a watcher, `cancel`) calls `advance`: under the sweep's
+lock it counts the busy points and reserves the next attempt of the points whose turn it is (a
+reservation makes a point busy, so racing callers never start more than N); then, with every
+lock released, it submits them. An end hook frees its own run's slot only, and the point it
+starts waits (`afterany`) for the hook's job; a point started otherwise waits for the last jobs
+of the runs that ended in the last two minutes: a new point's allocation never overlaps the one
+it replaces.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -41,6 +42,9 @@ FORMAT = "ftslurm-sweep"
 VERSION = 1
 #: How long `advance` waits for the sweep lock (it is held for file reads and writes only).
 LOCK_TIMEOUT_S = 60.0
+#: A point started without an end hook waits for the last jobs of runs that ended this recently
+#: (well within SLURM's default MinJobAge of 300 s, after which a job id is unknown).
+RECENT_END_S = 120.0
 
 
 class Phase(str, Enum):
@@ -159,9 +163,40 @@ def mark_cancelled(root: Path) -> Sweep:
         return sweep
 
 
-def _reserve_turns(root: Path) -> tuple[Sweep, list[Point]]:
-    """Under the sweep's lock: the waiting points whose turn it is, each with attempt 1 reserved
-    (so it counts as active for the next caller)."""
+@dataclass(frozen=True)
+class Turns:
+    """What `_reserve_turns` reserved: the points to submit now, and the jobs they must wait
+    for (`afterany`)."""
+
+    sweep: Sweep
+    points: list[Point]
+    after: str | None
+
+
+def _ending_jobs(sweep: Sweep, states: dict[str, RunState | None], now: float) -> list[str]:
+    """The last jobs of the SLURM points whose runs ended in the last RECENT_END_S: a run is
+    over when its ledger says so, but its last job may still be in its end hook for a moment;
+    a point started meanwhile waits for it (a job long gone needs no waiting, and the
+    controller forgets it after MinJobAge)."""
+    jobs = []
+    for point in sweep.points:
+        state = states.get(point.name)
+        if state is None or phase(state) is not Phase.ENDED:
+            continue
+        started = [a for a in state.attempts if a.started_at is not None and a.job_id]
+        if started and (started[-1].ended_at or now) >= now - RECENT_END_S and \
+                load_settings(sweep.run_dir(point)).backend == "slurm":
+            jobs.append(str(started[-1].job_id))
+    return jobs
+
+
+def _reserve_turns(root: Path, *, freed_by: str | None = None) -> Turns:
+    """Under the sweep's lock: the points whose turn it is, each with its next attempt reserved
+    (so it is busy for the next caller). Busy points (an attempt reserved, queued, running or
+    ending) hold their slots; the others take the free ones in order: points that ran before
+    and went idle (resumed, or their chain's hooks died), then waiting points. `freed_by`: the
+    job of an end hook, which frees one slot only (its own run's): a second run ending at the
+    same moment frees its own from its own hook, with its own job to wait for."""
     try:
         lock = _lock(root)
         lock.acquire()
@@ -171,26 +206,33 @@ def _reserve_turns(root: Path) -> tuple[Sweep, list[Point]]:
     try:
         sweep = load_sweep(root)
         if sweep.cancelled:
-            return sweep, []
+            return Turns(sweep, [], None)
         states = point_states(sweep)
         phases = {name: (phase(state) if state is not None else None)
                   for name, state in states.items()}
-        active = sum(1 for p in phases.values() if p is Phase.ACTIVE)
-        waiting = [point for point in sweep.points if phases[point.name] is Phase.WAITING]
-        free = len(waiting) if sweep.max_parallel is None else sweep.max_parallel - active
-        turns = waiting[:max(0, free)]
-        for point in turns:
-            Ledger.open(sweep.run_dir(point)).reserve(1)
-        # An active point with nothing running or queued (a resumed point, a chain whose end
-        # hook died) holds its slot: it goes on with its next attempt.
         idle = [point for point in sweep.points if phases[point.name] is Phase.ACTIVE
-                and _idle(sweep.run_dir(point), states[point.name])]
-        return sweep, turns + idle
+                and _idle(states[point.name])]
+        busy = sum(1 for p in phases.values() if p is Phase.ACTIVE) - len(idle)
+        waiting = [point for point in sweep.points if phases[point.name] is Phase.WAITING]
+        candidates = idle + waiting
+        free = len(candidates) if sweep.max_parallel is None else sweep.max_parallel - busy
+        if freed_by is not None:
+            free = min(free, 1)
+        turns = candidates[:max(0, free)]
+        for point in turns:
+            state = states[point.name]
+            assert state is not None  # idle or waiting: its ledger exists
+            Ledger.open(sweep.run_dir(point)).reserve(state.next_attempt)
+        if freed_by is not None:
+            after: str | None = freed_by
+        else:
+            after = ":".join(_ending_jobs(sweep, states, time.time())) or None
+        return Turns(sweep, turns, after)
     finally:
         lock.release()
 
 
-def _idle(run_dir: Path, state: RunState | None) -> bool:
+def _idle(state: RunState | None) -> bool:
     """Nothing of the run is reserved, queued, running or ending (an end still provisional: its
     own hook queues what comes next). A reservation is being submitted by whoever made it; one
     whose submitter died is `ftslurm watch`'s to submit (`status` calls the run stalled)."""
@@ -211,6 +253,8 @@ def start_point(run_dir: Path, *, after: str | None = None,
     ledger = Ledger.open(run_dir)
     state = ledger.state()
     scheduler = scheduler or make_scheduler(settings, since=state.created_at - 3600)
+    if settings.backend != "slurm":
+        after = None  # the local backend's jobs are its own run dir's: nothing to wait for
     decision = decide(state, settings.config, flag_exists=settings.flag_exists())
     if decision.action is not Action.SUBMIT or decision.attempt is None:
         return None
@@ -222,72 +266,42 @@ def start_point(run_dir: Path, *, after: str | None = None,
 
 def advance(root: str | Path, *, after: str | None = None,
             scheduler: Scheduler | None = None) -> list[tuple[Point, str | None]]:
-    """Start the waiting points whose turn has come (at most `max_parallel` active). `after`:
-    the job whose end frees the slot (the new point's first attempt waits for it). Returns the
-    points started with their job ids; a point whose submission failed stays reserved, and the
-    next `advance` or `ftslurm watch` submits it."""
+    """Start the points whose turn has come (at most `max_parallel` busy). `after`: the job of
+    the end hook calling (its run's slot is the one freed; the new point's first attempt waits
+    for that job). Without it every free slot is filled, each new point waiting for the SLURM
+    jobs of runs that ended in the last RECENT_END_S. Returns the points started with their job
+    ids; a point whose submission failed stays reserved (`ftslurm watch` submits it)."""
     root = Path(root)
-    sweep, turns = _reserve_turns(root)
+    turns = _reserve_turns(root, freed_by=after)
     started: list[tuple[Point, str | None]] = []
-    for point in turns:
+    for point in turns.points:
         try:
-            job = start_point(sweep.run_dir(point), after=after, scheduler=scheduler)
+            job = start_point(turns.sweep.run_dir(point), after=turns.after, scheduler=scheduler)
         except FtslurmError as error:
             print(f"ftslurm: sweep {root}: could not start point {point.number} "
                   f"({point.label}): {error}", flush=True)
             job = None
         else:
             print(f"ftslurm: sweep {root}: point {point.number} ({point.label}) started"
-                  + (f" as job {job}" if job else ""), flush=True)
+                  + (f" as job {job}" if job else "")
+                  + (f" (after job(s) {turns.after.replace(':', ', ')})" if turns.after else ""),
+                  flush=True)
         started.append((point, job))
     return started
 
 
-def reserved_unsubmitted(sweep: Sweep, states: dict[str, RunState | None]) -> list[Point]:
-    """Points whose first attempt was reserved by `advance` but never submitted (the advancer
-    died, or its sbatch failed): `ftslurm watch` submits them."""
-    found = []
-    for point in sweep.points:
-        state = states.get(point.name)
-        if state is not None and state.run_status is RunStatus.RUNNING and \
-                len(state.attempts) == 1 and state.attempts[0].job_id is None:
-            found.append(point)
-    return found
-
-
-def is_point_waiting(run_dir: str | Path, state: RunState) -> bool:
-    """Whether the run is a sweep point whose turn has not come: nobody but `advance` may
-    submit it."""
-    settings_sweep = load_settings(run_dir).sweep_dir
-    return settings_sweep is not None and phase(state) is Phase.WAITING
-
-
-def sweeps_of(run_dirs: Sequence[Path]) -> list[Path]:
-    """The sweep directories the runs belong to (each once, in order)."""
-    found: dict[Path, None] = {}
-    for run_dir in run_dirs:
-        try:
-            sweep_dir = load_settings(run_dir).sweep_dir
-        except FtslurmError:
-            continue
-        if sweep_dir:
-            found[Path(sweep_dir)] = None
-    return list(found)
-
-
 __all__ = [
+    "RECENT_END_S",
     "Phase",
     "Point",
     "Sweep",
+    "Turns",
     "advance",
-    "is_point_waiting",
     "load_sweep",
     "manifest_for",
     "mark_cancelled",
     "phase",
     "point_states",
-    "reserved_unsubmitted",
     "save_sweep",
     "start_point",
-    "sweeps_of",
 ]

@@ -29,7 +29,7 @@ import yaml
 from ftslurm.errors import UsageError
 from ftslurm.spec.limits import MAX_SWEEP_POINTS
 from ftslurm.spec.model import JobSpec, load_spec, parse_spec, read_spec_text
-from ftslurm.spec.yaml_loader import YMapping, load_yaml, to_python
+from ftslurm.spec.yaml_loader import YMapping, YNode, YSequence, load_yaml, to_python
 
 SWEEP_SECTION = "sweep"
 #: `{{KEY}}` in a string of the spec: the point's value of the swept key KEY.
@@ -105,6 +105,44 @@ def parse_sweep_option(option: str) -> tuple[str, tuple[str, ...]]:
     return key, texts
 
 
+class _Plain(str):
+    """A plain (unquoted) scalar's text as written: written back plain, so the point's spec
+    reads it as the original did (`time: 1:30:00` stays that string, `nodes: 2` the number)."""
+
+
+def _tree(node: YNode) -> Any:
+    """The spec's YAML as dicts and lists whose scalars keep their text: a plain scalar as
+    `_Plain`, a quoted one as its string, a null as None."""
+    if isinstance(node, YMapping):
+        return {key: _tree(entry.node) for key, entry in node.entries.items()}
+    if isinstance(node, YSequence):
+        return [_tree(item) for item in node.items]
+    if node.is_null and node.plain:
+        return None
+    return _Plain(node.text) if node.plain else str(node.value)
+
+
+class _PointDumper(yaml.SafeDumper):
+    """Writes `_Plain` texts plain, with the tag a reader resolves them to."""
+
+
+def _represent_plain(dumper: yaml.SafeDumper, data: _Plain) -> yaml.ScalarNode:
+    tag = dumper.resolve(yaml.ScalarNode, str(data), (True, False))  # type: ignore[no-untyped-call]
+    return dumper.represent_scalar(tag, str(data))
+
+
+_PointDumper.add_representer(_Plain, _represent_plain)
+
+
+def _plain_text_ok(text: str) -> bool:
+    """Whether a command-line value can be written plain (a scalar, one line)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return not isinstance(value, (dict, list)) and "\n" not in text and text.strip() == text
+
+
 def _scalar_text(value: Any, where: str) -> str:
     if isinstance(value, (dict, list)) or value is None:
         raise UsageError(f"{where}: {value!r} is not a single value; give numbers or strings")
@@ -114,13 +152,11 @@ def _scalar_text(value: Any, where: str) -> str:
 
 
 def _typed(key: str, text: str) -> Any:
-    """The YAML value of a command-line text: env values stay strings, `2` is a number."""
-    if key.startswith("env."):
+    """How a command-line value is written into the point's spec: env values as strings,
+    others as written (plain: `2` is read as a number, `1:30:00` as that string)."""
+    if key.startswith("env.") or not _plain_text_ok(text):
         return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return _Plain(text)
 
 
 def has_sweep(path: str | os.PathLike[str]) -> bool:
@@ -153,11 +189,16 @@ def _section_axes(raw: Mapping[str, Any], where: str) -> tuple[list[Axis], int |
                              hint=f"e.g. {key}: [1, 2]")
         texts = tuple(_scalar_text(value, f"{where}: sweep.grid.{key}") for value in values)
         typed = tuple(str(v) if str(key).startswith("env.") else v for v in values)
+        if str(key).startswith("env."):
+            typed = texts  # an env value is the text as written: `true`, not `True`
         axes.append(Axis(str(key), texts, typed))
     limit = section.get("max_parallel")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-        raise UsageError(f"{where}: sweep.max_parallel: expected a whole number, got {limit!r}")
-    return axes, limit
+    if limit is None:
+        return axes, None
+    if not (isinstance(limit, _Plain) and re.fullmatch(r"[0-9]{1,9}", limit)):
+        raise UsageError(f"{where}: sweep.max_parallel: expected a whole number, "
+                         f"got {str(limit)!r}")
+    return axes, int(limit)
 
 
 def check_max_parallel(value: int | None, where: str) -> int | None:
@@ -189,6 +230,8 @@ def _fill(value: Any, texts: Mapping[str, str], where: str, path: str = "") -> A
         return [_fill(item, texts, where, f"{path}[{index}]")
                 for index, item in enumerate(value)]
     if not isinstance(value, str):
+        return value
+    if "{{" not in value:
         return value
 
     def one(match: re.Match[str]) -> str:
@@ -240,7 +283,9 @@ def point_spec(source: Path, point: SweepPoint) -> JobSpec:
     try:
         return parse_spec(point.text, source)
     except UsageError as error:
-        raise UsageError(f"sweep point {point.number} ({point.label}): {error.message}",
+        # the line numbers are the point's spec's (written by the sweep), not the file's
+        message = re.sub(rf"{re.escape(str(source))}:\d+: ", f"{source}: ", error.message)
+        raise UsageError(f"sweep point {point.number} ({point.label}): {message}",
                          hint=error.hint) from None
 
 
@@ -254,7 +299,7 @@ def plan_sweep(path: str | os.PathLike[str], options: Sequence[str] = (),
     if not isinstance(root, YMapping):
         load_spec(source, show_warnings=False)  # the loader's own error for a non-mapping
         return None
-    raw: dict[str, Any] = to_python(root)
+    raw: dict[str, Any] = _tree(root)
     axes, section_limit = _section_axes(raw, where)
     for option in options:
         key, texts = parse_sweep_option(option)
@@ -310,7 +355,8 @@ def plan_sweep(path: str | os.PathLike[str], options: Sequence[str] = (),
         tree["run_dir"] = str(sweep_dir / pname)
         header = (f"# point {number} of the sweep of {source}: "
                   + " ".join(f"{k}={v}" for k, v in point_texts.items()) + "\n")
-        text = header + yaml.safe_dump(tree, sort_keys=False, default_flow_style=False)
+        text = header + yaml.dump(tree, Dumper=_PointDumper, sort_keys=False,
+                                  default_flow_style=False, allow_unicode=True)
         point = SweepPoint(number, pname, tuple(point_texts.items()), text)
         point_spec(source, point)
         points.append(point)

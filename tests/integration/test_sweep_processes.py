@@ -38,8 +38,7 @@ def make_sweep(tmp_path: Path, points: int, limit: int) -> Path:
 def reserve(root: str, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue
             ) -> None:
     start.wait()
-    _, turns = _reserve_turns(Path(root))
-    out.put([point.name for point in turns])
+    out.put([point.name for point in _reserve_turns(Path(root)).points])
 
 
 def race(root: Path, racers: int) -> list[str]:

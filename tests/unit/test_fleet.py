@@ -123,6 +123,12 @@ def test_ls_json_and_table(tmp_path: Path, capsys) -> None:
     assert cli.main(["ls", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["runs"]
     assert [(Path(r["run_dir"]).name, r["state"]) for r in rows] == [("LR=1", "waiting")]
+    # nothing of its sweep in flight: nothing will start it
+    assert rows[0]["stalled"]["repair"] == f"ftslurm watch --once {tmp_path / 'sweep'}"
+    start_attempt(make_run(tmp_path / "sweep" / "LR=2", sweep_dir=tmp_path / "sweep"), 1, "7")
+    assert cli.main(["ls", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["state"], r["stalled"]) for r in rows] == [("waiting", None), ("running", None)]
     assert cli.main(["ls", str(tmp_path)]) == 0
-    assert "1 runs: 1 waiting" in capsys.readouterr().out
+    assert "2 runs: 1 running, 1 waiting" in capsys.readouterr().out
     assert cli.main(["ls", str(tmp_path / "missing")]) == 2

@@ -169,3 +169,31 @@ def test_the_manifest_round_trips_and_phases_follow_the_ledger(tmp_path: Path) -
     assert phase(ledger.state()) is Phase.ACTIVE
     ledger.record_run_end(RunStatus.CANCELLED, "test")
     assert phase(ledger.state()) is Phase.ENDED
+
+
+def test_a_points_spec_reads_every_value_as_the_file_wrote_it(tmp_path: Path) -> None:
+    # strings are taken as written in every spec; a sweep's points too (YAML 1.1 would read
+    # 1:30:00 as 5400, no as false and 010 as 8)
+    text = HEAD + "qos: no\nenv: {FOO: 010, BAR: '1:2'}\nsweep: {grid: {env.FLAG: [true, no]}}\n"
+    plan = plan_sweep(write(tmp_path, text.replace('time: "1:00:00"', "time: 1:30:00")),
+                      ["env.LR=1", "partition=no,on"])
+    assert plan is not None
+    assert [p.name for p in plan.points][:2] == ["FLAG=true,LR=1,partition=no",
+                                                 "FLAG=true,LR=1,partition=on"]
+    spec = plan.spec(plan.points[0])
+    assert spec.resources.time_seconds == 5400 and spec.resources.qos == "no"
+    assert spec.resources.partition == "no"
+    assert dict(spec.env) == {"FOO": "010", "BAR": "1:2", "FLAG": "true", "LR": "1"}
+    assert dict(plan.spec(plan.points[2]).env)["FLAG"] == "no"
+    # a number stays a number
+    plan = plan_sweep(write(tmp_path, HEAD), ["env.LR=1", "nodes=3"])
+    assert plan is not None and plan.spec(plan.points[0]).resources.nodes == 3
+
+
+def test_a_bad_points_error_names_the_point_not_a_line_of_another_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as caught:
+        plan_sweep(write(tmp_path, HEAD), ["env.LR=1", "nodes=0"])
+    message = str(caught.value)
+    assert "sweep point 1 (env.LR=1 nodes=0)" in message and "nodes:" in message
+    assert f"{tmp_path / 'job.yaml'}:" in message
+    assert not any(f"job.yaml:{n}:" in message for n in range(1, 30)), message
