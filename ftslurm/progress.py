@@ -212,12 +212,16 @@ def read_reports(run_dir: str | os.PathLike[str], attempts: Iterable[int]
         for restart, slot in sorted(slots.get(attempt, {}).items()):
             last = _slot_point(slot, restart)
             known = [p for p in points if p.restart == restart]
-            # the slot's report, unless the log has it (a step reported again is no progress)
-            if last is not None and (not known or (
-                    last.time > known[-1].time
-                    and (last.step, last.checkpointed) != (known[-1].step,
-                                                           known[-1].checkpointed))):
+            if last is None:
+                continue
+            if not known:
                 points.append(last)
+            # The slot holds the round's latest report: it is new unless the log's last line
+            # is that report. (Not by time: a line's time is rounded to the millisecond and
+            # may read later than the slot's.)
+            elif (last.step, last.checkpointed) != (known[-1].step, known[-1].checkpointed):
+                points.append(ProgressPoint(max(last.time, known[-1].time), last.step,
+                                            last.checkpointed, last.total, last.restart))
         if points:
             found[attempt] = sorted(points, key=lambda p: p.time)
     return found

@@ -198,6 +198,20 @@ def test_the_latest_report_survives_without_a_flush(tmp_path: Path) -> None:
     assert points[-1].checkpointed == 40
 
 
+def test_the_slot_is_newer_than_a_line_whose_rounded_time_reads_later(tmp_path: Path) -> None:
+    # a line's time is rounded to the millisecond: step 40's line may read later than the
+    # slot's step 50, reported 20 microseconds after it; step 50 is still the latest report
+    reporter = ProgressReporter(tmp_path, "1", interval=3600)
+    reporter.report(40, checkpointed=True)
+    reporter.report(50)
+    log = RunDir(tmp_path).step_log(1)
+    at, *rest = log.read_text().split(" ")
+    log.write_text(" ".join([f"{float(at) + 0.0009:.3f}", *rest]))  # rounded up, later
+    points = read_step_log(tmp_path, 1)
+    assert [p.step for p in points] == [40, 50]
+    assert points[0].time <= points[1].time
+
+
 def test_lost_work_is_measured_against_the_next_attempt_that_trained(tmp_path: Path) -> None:
     # attempt 2 stepped aside (started, never reported); attempt 3 resumed from step 20
     write_steps(tmp_path, 1, steps(T0 + 5, 1, 30, ckpt=20))
