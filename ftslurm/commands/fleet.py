@@ -59,17 +59,24 @@ def fleet_table(found: Sequence[RunRow], bases: Sequence[Path], *, title: str | 
                 ) -> Table:
     """The rich table of `ls` and of `watch DIR`."""
     table = Table(title=title, title_justify="left", expand=False)
-    for name in ("run", "state", "attempts", "failures left", "step", "goodput", "ETA",
-                 "last cause"):
-        table.add_column(name, no_wrap=name not in ("last cause", "run"))
+    names = [_relative(row.run_dir, bases) for row in found]
+    # the run's name is what people look for: never squeezed (up to 40 columns); the cause
+    # wraps instead
+    table.add_column("run", no_wrap=True, min_width=min(40, max(map(len, names), default=3)))
+    table.add_column("state", no_wrap=True)
+    for name in ("attempts", "failures left", "step", "goodput", "ETA"):
+        table.add_column(name, justify="right")
+    table.add_column("last cause", ratio=1)
     for row in found:
         state = Text(row.state, style=_STATE_STYLE.get(row.state, ""))
         if row.stalled:
             state = Text(f"{row.state} (stalled)", style="bold red")
         elif row.job_status == "submitted" and row.state == "running":
             state = Text("queued", style="cyan")
-        cause = row.error or row.last_cause or ("" if row.state == "running" else row.reason)
-        table.add_row(_relative(row.run_dir, bases), state, str(row.attempts),
+        # a failed or cancelled run without a failed attempt says why it ended
+        cause = row.error or row.last_cause or (
+            row.reason if row.state in ("failed", "cancelled") else "")
+        table.add_row(names[len(table.rows)], state, str(row.attempts),
                       "-" if row.failures_left is None else str(row.failures_left),
                       _progress_text(row), _goodput_text(row),
                       clock(row.eta) if row.eta else "-", cause or "")
