@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ftslurm import cli
-from ftslurm.chain.outcome import RunStatus
+from ftslurm.chain.outcome import Outcome, RunStatus
 from ftslurm.chain.sweep import Phase, load_sweep, manifest_for, phase, save_sweep
 from ftslurm.errors import UsageError
 from ftslurm.spec.sweep import parse_sweep_option, placeholders, plan_sweep
@@ -197,3 +197,47 @@ def test_a_bad_points_error_names_the_point_not_a_line_of_another_file(tmp_path:
     assert "sweep point 1 (env.LR=1 nodes=0)" in message and "nodes:" in message
     assert f"{tmp_path / 'job.yaml'}:" in message
     assert not any(f"job.yaml:{n}:" in message for n in range(1, 30)), message
+
+
+def _slurm_sweep(tmp_path: Path, points: int, limit: int) -> Path:
+    from ftslurm.api import prepare_sweep
+    from ftslurm.chain.run import write_run
+
+    plan = plan_sweep(write(tmp_path, HEAD), [f"env.LR={','.join(map(str, range(points)))}"],
+                      limit)
+    assert plan is not None
+    for prepared in prepare_sweep(plan, backend="slurm"):
+        write_run(prepared, resume=False)
+    save_sweep(manifest_for(plan))
+    return plan.sweep_dir
+
+
+def _run_ends(run_dir: Path, job: str) -> None:
+    from ftslurm.chain.ledger import Ledger
+
+    ledger = Ledger.open(run_dir)
+    ledger.record_submitted(1, job)
+    ledger.record_start(1, job, nodes=["n1"], requeue_count=0, progress=None)
+    ledger.record_end(1, outcome=Outcome.FINISHED, job_id=job, source="job", reason="done",
+                      exit_code=0)
+    ledger.record_run_end(RunStatus.FINISHED, "done")
+
+
+def test_an_end_hook_frees_one_slot_and_others_wait_for_runs_that_just_ended(
+        tmp_path: Path) -> None:
+    from ftslurm.chain.sweep import _reserve_turns
+
+    root = _slurm_sweep(tmp_path, points=5, limit=2)
+    first = _reserve_turns(root)
+    assert [p.name for p in first.points] == ["LR=0", "LR=1"] and first.after is None
+    # two runs end at the same moment: the first one's end hook takes one slot only, and the
+    # point it starts waits for its job
+    _run_ends(root / "LR=0", "11")
+    _run_ends(root / "LR=1", "12")
+    hook = _reserve_turns(root, freed_by="11")
+    assert [p.name for p in hook.points] == ["LR=2"] and hook.after == "11"
+    # anyone else (a watcher) fills the other slot, waiting for every run that just ended
+    other = _reserve_turns(root)
+    assert [p.name for p in other.points] == ["LR=3"]
+    assert other.after is not None and sorted(other.after.split(":")) == ["11", "12"]
+    assert _reserve_turns(root).points == []  # both slots busy
