@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +40,17 @@ from ftslurm.chain.fleet import Fleet, FleetPoll, RunRow, find_runs, run_row
 from ftslurm.chain.goodput import run_cost
 from ftslurm.chain.incident import build_incident, read_incident
 from ftslurm.chain.ledger import Ledger, LedgerLockError
-from ftslurm.chain.loop import Watcher, WatchUpdate
+from ftslurm.chain.loop import Watcher
 from ftslurm.chain.outcome import Action, AttemptStatus, RunStatus
 from ftslurm.chain.policy import decide
 from ftslurm.chain.run import PreparedRun, check_reuse, prepare_run, prepare_spec, write_run
 from ftslurm.chain.runstate import AttemptView, RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.chain.sweep import advance, load_sweep, manifest_for, mark_cancelled, save_sweep
+from ftslurm.chain.sweep import advance, manifest_for, mark_cancelled, save_sweep
 from ftslurm.chain.view import SchedulerView, status_data
 from ftslurm.errors import FtslurmError, UsageError
 from ftslurm.rundir import RunDir, SweepDir
-from ftslurm.spec.sweep import SweepPlan, plan_sweep
+from ftslurm.spec.sweep import SweepPlan, placeholders, plan_sweep
 
 #: How long `Run.cancel` waits for the cancelled jobs to be reported ended.
 CANCEL_WAIT_S = 180.0
@@ -102,20 +102,18 @@ class Run:
     def poll(self) -> dict[str, Any]:
         """One poll of the auto-resume loop (`ftslurm watch --once`): record what the scheduler
         says, submit the next attempt or stop the run, repair a stalled chain."""
-        return self._status(Watcher(self.run_dir).poll_once())
-
-    def _status(self, update: WatchUpdate) -> dict[str, Any]:
+        update = Watcher(self.run_dir).poll_once()
         return status_data(update.state, self.settings, update.jobs)
 
     def wait(self, timeout: float | None = None, *, interval: float = 10.0) -> dict[str, Any]:
-        """Poll (as `poll`) until the run has ended and its last attempts are recorded (as
-        `ftslurm watch` does); returns the final status. TimeoutError after `timeout` seconds
-        (the run goes on)."""
+        """Poll (as `poll`) until the run has ended and its last attempts are recorded; returns
+        the final status. TimeoutError after `timeout` seconds (the run goes on)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            update = Watcher(self.run_dir).poll_once()
-            data = self._status(update)
-            if update.state.settled:
+            data = self.poll()
+            if data["state"] != RunStatus.RUNNING and not any(
+                    row["status"] in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING)
+                    or row["provisional"] for row in data["attempts"]):
                 return data
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"{self.run_dir} is still {data['state']} after {timeout} s")
@@ -160,6 +158,8 @@ class Sweep:
 
     def runs(self) -> list[Run]:
         """Every point's run, in point order."""
+        from ftslurm.chain.sweep import load_sweep
+
         sweep = load_sweep(self.root)
         return [Run(sweep.run_dir(point)) for point in sweep.points]
 
@@ -206,6 +206,13 @@ def submit(
     call `wait()` to drive it. Raises UsageError (nothing written or submitted) on bad input."""
     plan = plan_sweep(spec, _sweep_options(sweep), max_parallel)
     if plan is None:
+        if max_parallel is not None:
+            raise UsageError("max_parallel is for sweeps",
+                             hint="add --sweep KEY=v1,v2 or a sweep: section, or leave it out")
+        found = placeholders(spec)
+        if found:
+            raise UsageError(f"{spec}: {{{{{found[0]}}}}} outside a sweep",
+                             hint="sweep that key (--sweep KEY=v1,v2) or write the value")
         prepared = prepare_run(spec, max_failures=max_failures, backend=backend)
         check_reuse(prepared, resume=resume)
         submit_prepared(prepared, resume=resume)
@@ -235,6 +242,8 @@ def prepare_sweep(plan: SweepPlan, *, max_failures: int | None = None,
 
 
 def _in_sweep(prepared: PreparedRun, sweep_dir: Path) -> PreparedRun:
+    from dataclasses import replace
+
     return replace(prepared, settings=replace(prepared.settings, sweep_dir=str(sweep_dir)))
 
 
@@ -287,7 +296,7 @@ def synced_state(run_dir: Path, settings: ChainSettings, *, sync: bool, timeout:
     state = ledger.state()
     if not sync:
         return state, {}, SchedulerView(asked=False)
-    if not state.unsettled:
+    if not any(a.in_flight or a.provisional for a in state.attempts):
         return state, {}, SchedulerView()
     scheduler = make_scheduler(settings, since=state.created_at - 3600)
     answer: dict[str, Any] = {}

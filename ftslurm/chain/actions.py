@@ -244,10 +244,8 @@ NODE_EVENT_SLACK_S = 60.0
 def with_node_problems(scheduler: Scheduler, job: JobState) -> JobState:
     """`job`, with `node_problems` filled in when it ended in a node failure: the scheduler's
     record of which of its nodes went down, drained or failed while it ran. Node evidence for the
-    blame, asked with no lock held; a scheduler that cannot tell leaves it None (no guess). A
-    job that already has the answer (a fleet poll's batched query) is not asked again."""
-    if not (job.is_final and job.state in NODE_FAIL_STATES and job.nodes) or \
-            job.node_problems is not None:
+    blame, asked with no lock held; a scheduler that cannot tell leaves it None (no guess)."""
+    if not (job.is_final and job.state in NODE_FAIL_STATES and job.nodes):
         return job
     until = (job.end or time.time()) + NODE_EVENT_SLACK_S
     try:

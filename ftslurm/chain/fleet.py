@@ -27,10 +27,10 @@ from ftslurm.chain.goodput import run_cost
 from ftslurm.chain.incident import incident_cause
 from ftslurm.chain.ledger import Ledger
 from ftslurm.chain.loop import Watcher, WatchUpdate
-from ftslurm.chain.outcome import AttemptStatus, Outcome
+from ftslurm.chain.outcome import AttemptStatus, Outcome, RunStatus
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import ChainSettings, load_settings
-from ftslurm.chain.sweep import Phase, advance, phase
+from ftslurm.chain.sweep import Phase, advance, load_sweep, phase
 from ftslurm.chain.view import stall
 from ftslurm.errors import FtslurmError, UsageError
 from ftslurm.rundir import RunDir, SweepDir
@@ -267,7 +267,8 @@ class FleetPoll:
     @property
     def done(self) -> bool:
         """Every run over, with nothing in flight."""
-        return all(u is not None and u.state.settled
+        return all(u is not None and u.state.run_status is not RunStatus.RUNNING
+                   and not any(a.in_flight or a.provisional for a in u.state.attempts)
                    for u in self.updates.values()) or not self.updates
 
 
@@ -308,7 +309,7 @@ class Fleet:
         loaded: dict[Path, tuple[ChainSettings, RunState]] = {}
         for run_dir in run_dirs:
             try:
-                loaded[run_dir] = (load_settings(run_dir), Ledger(run_dir).state())
+                loaded[run_dir] = (load_settings(run_dir), Ledger.open(run_dir).state())
             except FtslurmError:
                 continue
         since = min((state.created_at for _, state in loaded.values()), default=time.time())
@@ -362,6 +363,23 @@ def _merged(states: Sequence[RunState]) -> RunState:
     return dataclasses.replace(first, attempts=attempts)
 
 
+def sweep_summary(sweep_dir: Path) -> dict[str, Any]:
+    """A sweep's manifest with each point's phase (for `ls` and the API)."""
+    sweep = load_sweep(sweep_dir)
+    points = []
+    for point in sweep.points:
+        run_dir = sweep.run_dir(point)
+        try:
+            state = Ledger.open(run_dir).state()
+            where = str(phase(state))
+        except FtslurmError:
+            where = "broken"
+        points.append({"number": point.number, "name": point.name, "values": point.values,
+                       "run_dir": str(run_dir), "phase": where})
+    return {"sweep_dir": str(sweep.root), "max_parallel": sweep.max_parallel,
+            "cancelled": sweep.cancelled, "points": points}
+
+
 __all__ = [
     "MAX_DEPTH",
     "RUNNING_ROW_TTL_S",
@@ -376,4 +394,5 @@ __all__ = [
     "rows",
     "run_row",
     "save_row",
+    "sweep_summary",
 ]

@@ -155,7 +155,8 @@ class Watcher:
         while True:
             update = self.poll_once()
             state = update.state
-            if state.settled:
+            if state.run_status is not RunStatus.RUNNING and not any(
+                    a.in_flight or a.provisional for a in state.attempts):
                 return state
             changed = update.changed or update.submitted is not None
             interval = self.backoff.next(interval, changed and not update.scheduler_error)

@@ -183,17 +183,6 @@ class RunState:
         return tuple(a for a in self.attempts if a.in_flight)
 
     @property
-    def unsettled(self) -> bool:
-        """An attempt is reserved, submitted or running, or ended provisionally (the
-        scheduler's final word is still to be recorded)."""
-        return any(a.in_flight or a.provisional for a in self.attempts)
-
-    @property
-    def settled(self) -> bool:
-        """The run is over and every attempt's end is recorded for good."""
-        return self.run_status is not RunStatus.RUNNING and not self.unsettled
-
-    @property
     def never_started(self) -> tuple[AttemptView, ...]:
         """Attempts reserved or queued that have not started: what stopping the run withdraws."""
         return tuple(a for a in self.attempts

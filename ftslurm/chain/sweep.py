@@ -14,11 +14,9 @@ it replaces.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -30,7 +28,7 @@ from ftslurm.atomic import write_json_atomic
 from ftslurm.backends.base import Scheduler
 from ftslurm.chain.actions import make_scheduler, submit_attempt
 from ftslurm.chain.ledger import Ledger
-from ftslurm.chain.outcome import Action, RunStatus
+from ftslurm.chain.outcome import Action, AttemptStatus, RunStatus
 from ftslurm.chain.policy import decide
 from ftslurm.chain.runstate import RunState
 from ftslurm.chain.settings import load_settings
@@ -140,20 +138,8 @@ def load_sweep(root: str | Path) -> Sweep:
                               "aside") from None
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Hold the sweep's lock (file reads and writes only, never a scheduler call); an
-    FtslurmError naming the lock file when it stays held."""
-    lock = filelock.FileLock(str(SweepDir(root).lock), timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise FtslurmError(f"{SweepDir(root).lock} stayed locked for {LOCK_TIMEOUT_S:.0f} s",
-                           hint="another ftslurm process holds it") from None
-    try:
-        yield
-    finally:
-        lock.release()
+def _lock(root: Path) -> filelock.FileLock:
+    return filelock.FileLock(str(SweepDir(root).lock), timeout=LOCK_TIMEOUT_S)
 
 
 def point_states(sweep: Sweep) -> dict[str, RunState | None]:
@@ -161,14 +147,14 @@ def point_states(sweep: Sweep) -> dict[str, RunState | None]:
     states: dict[str, RunState | None] = {}
     for point in sweep.points:
         run_dir = sweep.run_dir(point)
-        states[point.name] = (Ledger(run_dir).state() if RunDir(run_dir).ledger.exists()
+        states[point.name] = (Ledger.open(run_dir).state() if RunDir(run_dir).ledger.exists()
                               else None)
     return states
 
 
 def mark_cancelled(root: Path) -> Sweep:
     """Record that the whole sweep is cancelled: no waiting point starts any more."""
-    with _locked(root):
+    with _lock(root):
         sweep = load_sweep(root)
         if not sweep.cancelled:
             sweep = Sweep(sweep.root, sweep.source, sweep.name, sweep.max_parallel,
@@ -211,7 +197,13 @@ def _reserve_turns(root: Path, *, freed_by: str | None = None) -> Turns:
     and went idle (resumed, or their chain's hooks died), then waiting points. `freed_by`: the
     job of an end hook, which frees one slot only (its own run's): a second run ending at the
     same moment frees its own from its own hook, with its own job to wait for."""
-    with _locked(root):
+    try:
+        lock = _lock(root)
+        lock.acquire()
+    except filelock.Timeout:
+        raise FtslurmError(f"{SweepDir(root).lock} stayed locked for {LOCK_TIMEOUT_S:.0f} s",
+                           hint="another ftslurm process holds it") from None
+    try:
         sweep = load_sweep(root)
         if sweep.cancelled:
             return Turns(sweep, [], None)
@@ -230,19 +222,24 @@ def _reserve_turns(root: Path, *, freed_by: str | None = None) -> Turns:
         for point in turns:
             state = states[point.name]
             assert state is not None  # idle or waiting: its ledger exists
-            Ledger(sweep.run_dir(point)).reserve(state.next_attempt)
+            Ledger.open(sweep.run_dir(point)).reserve(state.next_attempt)
         if freed_by is not None:
             after: str | None = freed_by
         else:
             after = ":".join(_ending_jobs(sweep, states, time.time())) or None
         return Turns(sweep, turns, after)
+    finally:
+        lock.release()
 
 
 def _idle(state: RunState | None) -> bool:
     """Nothing of the run is reserved, queued, running or ending (an end still provisional: its
     own hook queues what comes next). A reservation is being submitted by whoever made it; one
     whose submitter died is `ftslurm watch`'s to submit (`status` calls the run stalled)."""
-    return state is not None and not state.unsettled
+    if state is None:
+        return False
+    return not any(a.status in (AttemptStatus.RESERVED, AttemptStatus.SUBMITTED,
+                                AttemptStatus.RUNNING) or a.provisional for a in state.attempts)
 
 
 def start_point(run_dir: Path, *, after: str | None = None,

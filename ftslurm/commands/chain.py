@@ -36,7 +36,7 @@ from ftslurm.commands.fleet import fleet_json, watch_fleet
 from ftslurm.commands.run_dir_arg import existing_run_dir
 from ftslurm.errors import FtslurmError, UsageError
 from ftslurm.rundir import RunDir
-from ftslurm.spec.sweep import SweepPlan, plan_sweep
+from ftslurm.spec.sweep import SweepPlan, placeholders, plan_sweep
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,6 +140,13 @@ def run_submit(args: argparse.Namespace) -> int:
     plan = plan_sweep(args.spec, args.sweep, args.max_parallel)
     if plan is not None:
         return _submit_sweep(args, plan)
+    if args.max_parallel is not None:
+        raise UsageError("--max-parallel is for sweeps",
+                         hint="add --sweep KEY=v1,v2 (or a sweep: section) or leave it out")
+    found = placeholders(args.spec)
+    if found:
+        raise UsageError(f"{args.spec}: {{{{{found[0]}}}}} outside a sweep",
+                         hint="sweep that key (--sweep KEY=v1,v2) or write the value itself")
     prepared = prepare_run(args.spec, max_failures=args.max_failures, backend=args.backend,
                            watch=args.watch)
     check_reuse(prepared, resume=args.resume)
@@ -179,17 +186,15 @@ def _submit_sweep(args: argparse.Namespace, plan: SweepPlan) -> int:
     return exit_codes.OK
 
 
-def _runs_under(path: str) -> list[Path]:
-    """The runs under `path` when it is a directory of runs (a sweep, say); [] for one run
-    directory or anything else (the RUN_DIR checks then say what is wrong)."""
-    if RunDir(path).is_run or not Path(path).is_dir():
-        return []
-    return find_runs([path])
+def _holds_runs(path: str) -> bool:
+    """Whether `path` is a directory of runs (a sweep, say) rather than one run directory."""
+    return (not RunDir(path).is_run and Path(path).is_dir()
+            and bool(find_runs([path])))
 
 
 def run_watch(args: argparse.Namespace) -> int:
     """`ftslurm watch RUN_DIR | DIR`."""
-    if _runs_under(args.run_dir):
+    if _holds_runs(args.run_dir):
         if args.once:
             poll = Fleet([args.run_dir]).poll_once()
             print(json.dumps(fleet_json(poll), indent=1))
@@ -222,9 +227,9 @@ def run_cancel(args: argparse.Namespace) -> int:
     """`ftslurm cancel RUN_DIR | DIR [--yes]`: record the request, cancel every job in flight,
     wait for them. Under a DIR of runs, every run (after a confirmation unless --yes)."""
     console = Console(stderr=True)
-    run_dirs = _runs_under(args.run_dir)
-    if run_dirs:
-        going = [r for r in run_dirs if Ledger(r).state().run_status is RunStatus.RUNNING]
+    if _holds_runs(args.run_dir):
+        run_dirs = find_runs([args.run_dir])
+        going = [r for r in run_dirs if Ledger.open(r).state().run_status is RunStatus.RUNNING]
         if not args.yes:
             if not sys.stdin.isatty():
                 raise UsageError(f"cancelling {len(going)} running run(s) under {args.run_dir} "

@@ -18,7 +18,7 @@ from ftslurm.chain.run import prepare_for_sbatch
 from ftslurm.errors import UsageError
 from ftslurm.render.script import render
 from ftslurm.spec.model import JobSpec, load_spec
-from ftslurm.spec.sweep import plan_sweep
+from ftslurm.spec.sweep import has_sweep, plan_sweep
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,7 +75,7 @@ def summary(spec: JobSpec) -> list[str]:
 
 def run_validate(args: argparse.Namespace) -> int:
     """`ftslurm validate JOB_YAML`: a sweep's every point (docs/sweeps.md)."""
-    plan = plan_sweep(args.spec)  # None: no grid, one run's spec
+    plan = plan_sweep(args.spec) if has_sweep(args.spec) else None
     if plan is not None:
         for point in plan.points:
             render(plan.spec(point))

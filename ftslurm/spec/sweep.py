@@ -159,6 +159,15 @@ def _typed(key: str, text: str) -> Any:
     return _Plain(text)
 
 
+def has_sweep(path: str | os.PathLike[str]) -> bool:
+    """Whether the spec at `path` has a `sweep:` section (errors are left to the loader)."""
+    try:
+        root = load_yaml(read_spec_text(path), str(path))
+    except UsageError:
+        return False
+    return isinstance(root, YMapping) and SWEEP_SECTION in root.entries
+
+
 def _section_axes(raw: Mapping[str, Any], where: str) -> tuple[list[Axis], int | None]:
     section = raw.get(SWEEP_SECTION)
     if section is None:
@@ -240,16 +249,21 @@ def _fill(value: Any, texts: Mapping[str, str], where: str, path: str = "") -> A
 def placeholders(path: str | os.PathLike[str]) -> list[str]:
     """The `{{KEY}}` placeholders a spec holds (outside a sweep they are an error)."""
     root = load_yaml(read_spec_text(path), str(path))
-    return _placeholders_in(to_python(root) if root is not None else {})
+    raw = to_python(root) if root is not None else {}
+    found: list[str] = []
 
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            found.extend(PLACEHOLDER.findall(value))
 
-def _placeholders_in(value: Any) -> list[str]:
-    """The `{{KEY}}` placeholders in the strings of a tree of dicts and lists."""
-    if isinstance(value, dict):
-        return [key for item in value.values() for key in _placeholders_in(item)]
-    if isinstance(value, list):
-        return [key for item in value for key in _placeholders_in(item)]
-    return PLACEHOLDER.findall(value) if isinstance(value, str) else []
+    walk(raw)
+    return found
 
 
 def _short_names(keys: Sequence[str]) -> list[str]:
@@ -278,8 +292,7 @@ def point_spec(source: Path, point: SweepPoint) -> JobSpec:
 def plan_sweep(path: str | os.PathLike[str], options: Sequence[str] = (),
                max_parallel: int | None = None) -> SweepPlan | None:
     """The sweep of the spec at `path` with the `--sweep` options, every point validated;
-    None when there is no grid at all (then `max_parallel` and `{{KEY}}` are refused). UsageError
-    (exit 2) on any bad point, nothing written."""
+    None when there is no grid at all. UsageError (exit 2) on any bad point, nothing written."""
     source = Path(os.path.abspath(path))
     where = str(source)
     root = load_yaml(read_spec_text(source), where)
@@ -292,14 +305,7 @@ def plan_sweep(path: str | os.PathLike[str], options: Sequence[str] = (),
         key, texts = parse_sweep_option(option)
         axes = [axis for axis in axes if axis.key != key]  # the command line wins
         axes.append(Axis(key, texts, tuple(_typed(key, text) for text in texts)))
-    if not axes:  # one run's spec: what only a sweep may hold is refused
-        if max_parallel is not None:
-            raise UsageError("--max-parallel is for sweeps",
-                             hint="add --sweep KEY=v1,v2 (or a sweep: section) or leave it out")
-        found = _placeholders_in(raw)
-        if found:
-            raise UsageError(f"{where}: {{{{{found[0]}}}}} outside a sweep",
-                             hint="sweep that key (--sweep KEY=v1,v2) or write the value itself")
+    if not axes:
         return None
     for axis in axes:
         if not _KEY.match(axis.key):
@@ -377,6 +383,7 @@ __all__ = [
     "SweepPlan",
     "SweepPoint",
     "check_max_parallel",
+    "has_sweep",
     "parse_sweep_option",
     "placeholders",
     "plan_sweep",
